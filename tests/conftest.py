@@ -1,0 +1,79 @@
+"""Shared fixtures: every layer test runs once per array namespace.
+
+The ``backend`` / ``xp`` fixtures are parametrized over NumPy,
+array_api_strict (which proves the generic code uses only the standard) and
+CuPy (marked ``gpu``, SKIPPED with the probe's reason where no GPU answers).
+
+Which namespaces run:
+
+* ``XCNN_TEST_NAMESPACES=numpy,cupy`` (comma-separated) picks them explicitly;
+* else ``XCNN_BACKEND=cupy`` runs only CuPy, ``XCNN_BACKEND=numpy`` the two
+  CPU namespaces;
+* else all three.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from xcnn import backends
+
+ALL_NAMESPACES = ("numpy", "array_api_strict", "cupy")
+
+
+def _selected_namespaces() -> tuple[str, ...]:
+    explicit = os.environ.get("XCNN_TEST_NAMESPACES", "").strip()
+    if explicit:
+        names = tuple(n.strip().lower() for n in explicit.split(",") if n.strip())
+        unknown = [n for n in names if n not in ALL_NAMESPACES]
+        if unknown:
+            raise pytest.UsageError(
+                f"XCNN_TEST_NAMESPACES has unknown names {unknown}; choose from {ALL_NAMESPACES}"
+            )
+        return names
+    env = os.environ.get("XCNN_BACKEND", "").strip().lower()
+    if env == "cupy":
+        return ("cupy",)
+    if env == "numpy":
+        return ("numpy", "array_api_strict")
+    return ALL_NAMESPACES
+
+
+def _params() -> list:
+    params = []
+    for name in _selected_namespaces():
+        if name == "cupy":
+            usable, reason = backends._probe_cupy()
+            marks = [pytest.mark.gpu, pytest.mark.skipif(not usable, reason=reason)]
+            params.append(pytest.param(name, marks=marks, id=name))
+        else:
+            params.append(pytest.param(name, id=name))
+    return params
+
+
+@pytest.fixture(params=_params())
+def backend(request):
+    """The Backend under test, active (via ``backends.use``) for the whole test."""
+    with backends.use(request.param) as b:
+        yield b
+
+
+@pytest.fixture
+def xp(backend):
+    """The array namespace under test."""
+    return backend.xp
+
+
+@pytest.fixture
+def rng():
+    """A fresh seeded host generator, so each test is reproducible on its own."""
+    return np.random.default_rng(1234)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (CuPy backend)")
+    config.addinivalue_line("markers", "torch: compares against PyTorch as the oracle")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")

@@ -1,0 +1,56 @@
+"""xcnn: a small CNN framework written once against the Python array API standard.
+
+The same layers train on NumPy (CPU) and CuPy (CUDA GPU); the backend is picked
+by ``XCNN_BACKEND`` or :func:`xcnn.backends.use`. Subpackages are imported on
+first use, so ``import xcnn`` stays fast and never imports CuPy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from xcnn import backends
+from xcnn.backends import manual_seed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "backends",
+    "data",
+    "evaluate",
+    "fit",
+    "load",
+    "manual_seed",
+    "models",
+    "nn",
+    "ops",
+    "optim",
+    "plot_history",
+    "save",
+    "testing",
+    "History",
+]
+
+_SUBMODULES = {"data", "models", "nn", "ops", "optim", "testing"}
+_FUNCTIONS = {
+    "fit": "xcnn.train",
+    "evaluate": "xcnn.train",
+    "History": "xcnn.train",
+    "plot_history": "xcnn.train",
+    "save": "xcnn.io",
+    "load": "xcnn.io",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"xcnn.{name}")
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module(_FUNCTIONS[name]), name)
+    raise AttributeError(f"module 'xcnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

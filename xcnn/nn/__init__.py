@@ -1,0 +1,5 @@
+"""Stateful layers, containers and losses (see ``xcnn.nn.module`` for the contract)."""
+
+from xcnn.nn.module import Module, Parameter
+
+__all__ = ["Module", "Parameter"]

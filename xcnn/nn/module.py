@@ -1,0 +1,303 @@
+"""``Module`` and ``Parameter``: the stateful half of xcnn.
+
+A module holds parameters (learned arrays with a ``.grad``), buffers (state
+that is saved but not learned, e.g. batch-norm running statistics) and child
+modules, registered simply by assigning them as attributes, as in PyTorch.
+
+The contract every layer follows:
+
+* ``y = m(x)`` runs ``forward``; in training mode the layer keeps what its
+  backward pass needs, in eval mode it keeps nothing.
+* ``gx = m.backward(gy)`` returns the gradient with respect to the input and
+  ADDS the parameter gradients into ``Parameter.grad``, so a module used twice
+  in one step receives the sum of both gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from xcnn import backends
+
+
+class Parameter:
+    """A learned array and its gradient.
+
+    Parameters
+    ----------
+    data : array
+        The values, an array of the active backend.
+
+    Attributes
+    ----------
+    data : array
+    grad : array or None
+        Sum of the gradients since the last ``zero_grad`` (``None`` if none yet).
+    """
+
+    def __init__(self, data: Any):
+        self.data = data
+        self.grad = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.data.dtype
+
+    def accumulate(self, grad: Any) -> None:
+        """Add ``grad`` into ``self.grad`` (the first call stores it as is)."""
+        if self.grad is None:
+            self.grad = grad
+        else:
+            self.grad = self.grad + grad
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
+
+
+class Module:
+    """Base class of every layer, container and model.
+
+    Subclasses implement ``forward(x)`` and ``backward(grad_output)``, and
+    may override ``extra_repr()`` to name themselves in error messages.
+    """
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    # -- registration -----------------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(
+                f"{type(self).__name__}: call super().__init__() before assigning attributes"
+            )
+        for table in (self._parameters, self._buffers, self._modules):
+            table.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, value: Any) -> None:
+        """Register saved, non-learned state (e.g. ``running_mean``) under ``name``."""
+        self.__setattr__(name, value)
+        self._buffers[name] = value
+
+    def _set_buffer(self, name: str, value: Any) -> None:
+        """Replace a buffer's array (keeps it registered)."""
+        object.__setattr__(self, name, value)
+        self._buffers[name] = value
+
+    # -- calling ----------------------------------------------------------------
+
+    def __call__(self, x: Any) -> Any:
+        return self.forward(x)
+
+    def forward(self, x: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
+
+    def backward(self, grad_output: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
+
+    # -- traversal ----------------------------------------------------------------
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """Yield ``(dotted_name, module)`` for this module and all descendants."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator[Module]:
+        for _, module in self.named_modules():
+            yield module
+
+    def children(self) -> Iterator[Module]:
+        yield from self._modules.values()
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Yield ``("0.weight", Parameter)`` pairs in registration order."""
+        seen: set[int] = set()
+        for module_name, module in self.named_modules(prefix):
+            for name, param in module._parameters.items():
+                if id(param) in seen:  # a shared parameter is listed once
+                    continue
+                seen.add(id(param))
+                yield (f"{module_name}.{name}" if module_name else name), param
+
+    def parameters(self) -> Iterator[Parameter]:
+        for _, param in self.named_parameters():
+            yield param
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        for module_name, module in self.named_modules(prefix):
+            for name, value in module._buffers.items():
+                yield (f"{module_name}.{name}" if module_name else name), value
+
+    # -- modes and gradients ------------------------------------------------------
+
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode (``mode=False`` is eval mode); returns ``self``."""
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+            if not mode:
+                module._clear_cache()
+        return self
+
+    def eval(self) -> Module:
+        """Set eval mode: running statistics, no dropout, nothing cached; returns ``self``."""
+        return self.train(False)
+
+    def _clear_cache(self) -> None:
+        """Drop what forward kept for backward (layers with a cache override this)."""
+        if "_cache" in self.__dict__:
+            object.__setattr__(self, "_cache", None)
+
+    def zero_grad(self) -> None:
+        """Reset every parameter's gradient to ``None``."""
+        for param in self.parameters():
+            param.grad = None
+
+    # -- state --------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host (NumPy) copies of all parameters and buffers, keyed like PyTorch."""
+        state: dict[str, np.ndarray] = {}
+        for name, param in self.named_parameters():
+            state[name] = _to_host(param.data)
+        for name, buffer in self.named_buffers():
+            state[name] = _to_host(buffer)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Copy values from ``state_dict`` into this module's parameters and buffers.
+
+        Accepts NumPy arrays, arrays of any backend, or anything with a
+        ``.numpy()`` method (e.g. CPU ``torch.Tensor``). Values keep this
+        module's dtype and backend.
+
+        Raises
+        ------
+        KeyError
+            Keys missing or unexpected (``strict=True``), listed by name.
+        ValueError
+            Shapes that disagree, listed with the expected and given shape.
+        """
+        targets: dict[str, tuple[Module, str, bool]] = {}
+        for module_name, module in self.named_modules():
+            for name in module._parameters:
+                targets[f"{module_name}.{name}" if module_name else name] = (module, name, True)
+            for name in module._buffers:
+                targets[f"{module_name}.{name}" if module_name else name] = (module, name, False)
+
+        host = {key: _to_host(value) for key, value in state_dict.items()}
+        missing = [k for k in targets if k not in host]
+        unexpected = [k for k in host if k not in targets]
+        mismatched = []
+        for key, (module, name, is_param) in targets.items():
+            if key not in host:
+                continue
+            current = module._parameters[name].data if is_param else module._buffers[name]
+            if tuple(current.shape) != tuple(host[key].shape):
+                mismatched.append(
+                    f"{key}: expected {tuple(current.shape)}, got {tuple(host[key].shape)}"
+                )
+        if mismatched:
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: shape mismatch for "
+                + "; ".join(mismatched)
+            )
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
+                f"unexpected keys {unexpected}"
+            )
+        for key, (module, name, is_param) in targets.items():
+            if key not in host:
+                continue
+            current = module._parameters[name].data if is_param else module._buffers[name]
+            backend = backends.get(backends.namespace_name(current))
+            value = backend.asarray(host[key], dtype=current.dtype)
+            if is_param:
+                module._parameters[name].data = value
+            else:
+                module._set_buffer(name, value)
+
+    def to(self, backend: str | backends.Backend) -> Module:
+        """Move all parameters, gradients and buffers to ``backend``; returns ``self``."""
+        target = backend if isinstance(backend, backends.Backend) else backends.get(backend)
+        for module in self.modules():
+            for param in module._parameters.values():
+                param.data = _move(param.data, target)
+                if param.grad is not None:
+                    param.grad = _move(param.grad, target)
+            for name, buffer in list(module._buffers.items()):
+                module._set_buffer(name, _move(buffer, target))
+            module._clear_cache()
+        return self
+
+    # -- names --------------------------------------------------------------------
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in self._modules.items():
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        lines.append(")")
+        return "\n".join(lines)
+
+    def _label(self) -> str:
+        """Short name used at the start of error messages, e.g. ``Conv2d(3->16)``."""
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def _check_backend(self, x: Any) -> None:
+        """Raise if ``x`` lives on another backend than this module's parameters."""
+        for param in self._parameters.values():
+            have, want = backends.namespace_name(x), backends.namespace_name(param.data)
+            if have != want:
+                raise TypeError(
+                    f"{self._label()}: input is a {have} array but the parameters live on "
+                    f"{want}; move the input with xcnn.backends.get({want!r}).asarray(...) "
+                    f"or the model with model.to({have!r})"
+                )
+            return
+
+    def _require_cache(self) -> Any:
+        """Return the forward cache, or explain why there is none."""
+        cache = self.__dict__.get("_cache")
+        if cache is None:
+            raise RuntimeError(
+                f"{self._label()}: backward() called without a preceding forward() in "
+                "training mode (eval-mode forward caches nothing; call model.train())"
+            )
+        return cache
+
+
+def _to_host(value: Any) -> np.ndarray:
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # CPU torch.Tensor
+        return np.array(value.detach().numpy())
+    name = backends.namespace_name(value)
+    if name == "cupy":
+        return value.get()
+    return np.array(value)
+
+
+def _move(value: Any, target: backends.Backend) -> Any:
+    if backends.namespace_name(value) == target.name:
+        return value
+    return target.asarray(_to_host(value), dtype=value.dtype)

@@ -1,0 +1,11 @@
+"""Pure forward/backward functions: the functional API under every layer.
+
+Each op is written once against the array API standard; what the standard
+lacks (strided views, scatter-add, CUDA kernels) sits behind a dispatcher in
+``xcnn.ops._dispatch`` with a standard-only twin.
+"""
+
+from xcnn.ops._dispatch import standard_only
+from xcnn.ops._shapes import output_size
+
+__all__ = ["output_size", "standard_only"]
