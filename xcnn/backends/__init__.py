@@ -40,6 +40,7 @@ __all__ = [
     "available",
     "current",
     "default_generator",
+    "dtype_name",
     "get",
     "host_rng",
     "manual_seed",
@@ -123,6 +124,11 @@ def _numpy_dtype(dtype: Any) -> np.dtype:
     except TypeError:
         # Backend dtype objects (array_api_strict.float32, ...) print as "...float32".
         return np.dtype(str(dtype).rsplit(".", 1)[-1])
+
+
+def dtype_name(dtype: Any) -> str:
+    """``"float32"`` for a dtype given by name, NumPy dtype or backend dtype."""
+    return _numpy_dtype(dtype).name
 
 
 def _probe_cupy() -> tuple[bool, str]:

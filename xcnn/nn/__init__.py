@@ -1,5 +1,6 @@
 """Stateful layers, containers and losses (see ``xcnn.nn.module`` for the contract)."""
 
+from xcnn.nn import init
 from xcnn.nn.module import Module, Parameter
 
-__all__ = ["Module", "Parameter"]
+__all__ = ["Module", "Parameter", "init"]

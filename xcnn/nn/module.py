@@ -233,16 +233,45 @@ class Module:
             else:
                 module._set_buffer(name, value)
 
-    def to(self, backend: str | backends.Backend) -> Module:
-        """Move all parameters, gradients and buffers to ``backend``; returns ``self``."""
-        target = backend if isinstance(backend, backends.Backend) else backends.get(backend)
+    def to(self, target: str | backends.Backend) -> Module:
+        """Move to a backend (``"numpy"``, ``"cupy"``) or cast to a dtype (``"float64"``).
+
+        Parameters, gradients and buffers all follow; any forward cache is
+        dropped. Returns ``self``.
+        """
+        if isinstance(target, backends.Backend):
+            return self._apply(lambda value: _move(value, target))
+        if str(target).lower() in backends.NAMES + backends.TEST_NAMES:
+            backend = backends.get(target)
+            return self._apply(lambda value: _move(value, backend))
+        try:
+            name = backends.dtype_name(target)
+        except TypeError:
+            name = None
+        if name not in ("float32", "float64"):
+            raise ValueError(
+                f"{type(self).__name__}.to: expected a backend name "
+                f"({', '.join(backends.NAMES)}) or a float dtype (float32, float64), "
+                f"got {target!r}"
+            )
+        return self._apply(lambda value: _cast(value, name))
+
+    def double(self) -> Module:
+        """Cast parameters and buffers to float64 (for gradient checks); returns ``self``."""
+        return self.to("float64")
+
+    def float(self) -> Module:
+        """Cast parameters and buffers to float32; returns ``self``."""
+        return self.to("float32")
+
+    def _apply(self, convert: Any) -> Module:
         for module in self.modules():
             for param in module._parameters.values():
-                param.data = _move(param.data, target)
+                param.data = convert(param.data)
                 if param.grad is not None:
-                    param.grad = _move(param.grad, target)
+                    param.grad = convert(param.grad)
             for name, buffer in list(module._buffers.items()):
-                module._set_buffer(name, _move(buffer, target))
+                module._set_buffer(name, convert(buffer))
             module._clear_cache()
         return self
 
@@ -295,6 +324,14 @@ def _to_host(value: Any) -> np.ndarray:
     if name == "cupy":
         return value.get()
     return np.array(value)
+
+
+def _cast(value: Any, dtype_name: str) -> Any:
+    """Cast floating arrays to ``dtype_name``; integer buffers keep their dtype."""
+    xp = backends.get(backends.namespace_name(value)).xp
+    if not xp.isdtype(value.dtype, "real floating"):
+        return value
+    return xp.astype(value, getattr(xp, dtype_name))
 
 
 def _move(value: Any, target: backends.Backend) -> Any:
