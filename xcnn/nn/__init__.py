@@ -1,6 +1,7 @@
 """Stateful layers, containers and losses (see ``xcnn.nn.module`` for the contract)."""
 
 from xcnn.nn import init
+from xcnn.nn.containers import Residual, Sequential
 from xcnn.nn.module import Module, Parameter
 
-__all__ = ["Module", "Parameter", "init"]
+__all__ = ["Module", "Parameter", "Residual", "Sequential", "init"]

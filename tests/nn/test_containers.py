@@ -1,0 +1,119 @@
+"""Sequential and Residual: naming, chaining, gradient flow, shared layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xcnn import nn
+from xcnn.testing import gradcheck
+
+
+class Scale(nn.Module):
+    """y = x * w with one weight per feature: small enough to reason about exactly."""
+
+    def __init__(self, n: int, seed: int):
+        super().__init__()
+        self.weight = nn.init.empty_parameter((n,), dtype="float64")
+        nn.init.uniform_(self.weight, 0.5, 1.5, rng=seed)
+        self._cache = None
+
+    def forward(self, x):
+        if self.training:
+            self._cache = x
+        return x * self.weight.data
+
+    def backward(self, gy):
+        x = self._require_cache()
+        self._cache = None
+        from array_api_compat import array_namespace
+
+        self.weight.accumulate(array_namespace(gy).sum(gy * x, axis=0))
+        return gy * self.weight.data
+
+
+def test_sequential_names_and_order(backend):
+    model = nn.Sequential(Scale(3, 0), Scale(3, 1), nn.Sequential(Scale(3, 2)))
+    assert [k for k, _ in model.named_parameters()] == ["0.weight", "1.weight", "2.0.weight"]
+    assert list(model.state_dict()) == ["0.weight", "1.weight", "2.0.weight"]
+    assert len(model) == 3 and model[1] is list(model)[1]
+    with pytest.raises(IndexError, match="3 modules"):
+        model[5]
+    with pytest.raises(TypeError, match="position 3"):
+        model.append(lambda x: x)
+
+
+def test_sequential_and_residual_gradients(backend, rng):
+    x = backend.asarray(rng.standard_normal((4, 3)), dtype="float64")
+    assert gradcheck(nn.Sequential(Scale(3, 0), Scale(3, 1)), x, max_elements=None)
+    assert gradcheck(nn.Residual(Scale(3, 0)), x, max_elements=None)
+    assert gradcheck(nn.Residual(Scale(3, 0), shortcut=Scale(3, 1)), x, max_elements=None)
+
+
+def test_residual_values(backend, rng):
+    host = rng.standard_normal((2, 3))
+    block, short = Scale(3, 0), Scale(3, 1)
+    y = nn.Residual(block, short)(backend.asarray(host, dtype="float64"))
+    w_block = backend.to_numpy(block.weight.data)
+    w_short = backend.to_numpy(short.weight.data)
+    np.testing.assert_allclose(backend.to_numpy(y), host * w_block + host * w_short)
+    identity = nn.Residual(block)(backend.asarray(host, dtype="float64"))
+    np.testing.assert_allclose(backend.to_numpy(identity), host * w_block + host)
+
+
+def test_residual_shape_mismatch_is_explained(backend):
+    class Halve(nn.Module):
+        def forward(self, x):
+            return x[:, :1]
+
+    with pytest.raises(ValueError, match="shortcut"):
+        nn.Residual(Halve())(backend.asarray(np.ones((2, 2)), dtype="float64"))
+
+
+def test_shared_layer_accumulates_both_uses(backend, rng):
+    shared = Scale(3, 0)
+    x = backend.asarray(rng.standard_normal((2, 3)), dtype="float64")
+    gy = backend.asarray(np.ones((2, 3)), dtype="float64")
+    shared(x)
+    shared.backward(gy)
+    once = backend.to_numpy(shared.weight.grad).copy()
+    shared(x)
+    shared.backward(gy)
+    np.testing.assert_allclose(backend.to_numpy(shared.weight.grad), 2 * once)
+    shared.zero_grad()
+    assert shared.weight.grad is None
+
+
+def test_eval_mode_caches_nothing_and_backward_explains(backend, rng):
+    model = nn.Sequential(Scale(3, 0))
+    model.eval()
+    assert not model[0].training
+    model(backend.asarray(rng.standard_normal((2, 3)), dtype="float64"))
+    assert model[0]._cache is None
+    with pytest.raises(RuntimeError, match="eval-mode forward caches nothing"):
+        model.backward(backend.asarray(np.ones((2, 3)), dtype="float64"))
+    model.train()
+    assert model[0].training
+
+
+def test_state_dict_round_trip_and_errors(backend):
+    a = nn.Sequential(Scale(3, 0), Scale(3, 1))
+    b = nn.Sequential(Scale(3, 5), Scale(3, 6))
+    b.load_state_dict(a.state_dict())
+    for (_, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        np.testing.assert_array_equal(backend.to_numpy(pa.data), backend.to_numpy(pb.data))
+    with pytest.raises(ValueError, match=r"0.weight: expected \(3,\), got \(4,\)"):
+        b.load_state_dict({"0.weight": np.ones(4), "1.weight": np.ones(3)})
+    with pytest.raises(KeyError, match=r"missing keys.*1.weight.*unexpected keys.*extra"):
+        b.load_state_dict({"0.weight": np.ones(3), "extra": np.ones(1)})
+
+
+def test_to_moves_between_namespaces(backend):
+    model = nn.Sequential(Scale(3, 0))
+    before = model.state_dict()["0.weight"]
+    other = "numpy" if backend.name != "numpy" else "array_api_strict"
+    model.to(other)
+    from xcnn import backends
+
+    assert backends.namespace_name(model[0].weight.data) == other
+    np.testing.assert_array_equal(model.state_dict()["0.weight"], before)

@@ -1,0 +1,99 @@
+"""Containers: ``Sequential`` chains layers, ``Residual`` adds a skip connection.
+
+Backward runs the chain in reverse::
+
+    Sequential:  y = f_n(...f_1(x))          gx = f_1'(...f_n'(gy))
+    Residual:    y = block(x) + s(x)         gx = block'(gy) + s'(gy)   (s = identity: gy)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from xcnn.nn.module import Module
+
+
+class Sequential(Module):
+    """Apply modules in order; parameters are named ``"<index>.<name>"`` as in PyTorch.
+
+    Examples
+    --------
+    >>> from xcnn import nn
+    >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> [name for name, _ in model.named_parameters()]
+    ['0.weight', '0.bias', '2.weight', '2.bias']
+    """
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for module in modules:
+            self.append(module)
+
+    def append(self, module: Module) -> Sequential:
+        """Add ``module`` at the end; returns ``self``."""
+        if not isinstance(module, Module):
+            raise TypeError(
+                f"Sequential expects xcnn.nn.Module instances, got {type(module).__name__} "
+                f"at position {len(self)}"
+            )
+        setattr(self, str(len(self._modules)), module)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, index: int) -> Module:
+        modules = list(self._modules.values())
+        try:
+            return modules[index]
+        except IndexError:
+            raise IndexError(
+                f"Sequential has {len(modules)} modules, index {index} is out of range"
+            ) from None
+
+    def forward(self, x: Any) -> Any:
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def backward(self, grad_output: Any) -> Any:
+        for module in reversed(self._modules.values()):
+            grad_output = module.backward(grad_output)
+        return grad_output
+
+
+class Residual(Module):
+    """``y = block(x) + shortcut(x)``, with the identity when ``shortcut`` is None.
+
+    Parameters
+    ----------
+    block : Module
+        The residual branch; its output must have the shortcut's shape.
+    shortcut : Module, optional
+        E.g. a strided 1x1 ``Conv2d`` (+ ``BatchNorm2d``) when the block changes shape.
+    """
+
+    def __init__(self, block: Module, shortcut: Module | None = None):
+        super().__init__()
+        self.block = block
+        self.shortcut = shortcut
+
+    def forward(self, x: Any) -> Any:
+        y = self.block(x)
+        skip = x if self.shortcut is None else self.shortcut(x)
+        if tuple(y.shape) != tuple(skip.shape):
+            raise ValueError(
+                f"Residual: the block gives shape {tuple(y.shape)} but the shortcut gives "
+                f"{tuple(skip.shape)}; pass a shortcut module that matches the block's output"
+            )
+        return y + skip
+
+    def backward(self, grad_output: Any) -> Any:
+        grad_block = self.block.backward(grad_output)
+        if self.shortcut is None:
+            return grad_block + grad_output
+        return grad_block + self.shortcut.backward(grad_output)
