@@ -1,0 +1,174 @@
+"""Train a CNN on MNIST, Fashion-MNIST or CIFAR-10 with xcnn, on NumPy or CuPy.
+
+    python examples/train.py                        # LeNet-5 on Fashion-MNIST (or the
+                                                    # bundled sample when offline)
+    XCNN_BACKEND=cupy python examples/train.py      # the same on a CUDA GPU
+    python examples/train.py --model simple_cnn --dataset fashion-mnist \\
+        --data-dir /usr/share/datasets/fashion-mnist --epochs 10 --optimizer adam
+
+Prints a progress bar and a line per epoch, and ends with ``test accuracy: 0.xxxx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import xcnn
+from xcnn import backends, data, models, nn, optim
+
+MODELS = {"lenet5": models.lenet5, "simple_cnn": models.simple_cnn, "resnet20": models.resnet20}
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "sample")
+OPTIMIZERS = ("adam", "sgd", "adamw")
+
+# Per-channel statistics of the training sets, for the Normalize transform.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Train a CNN with xcnn and print its test accuracy.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", choices=sorted(MODELS), default="lenet5")
+    parser.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="directory holding the dataset files (default: $XCNN_DATA or ~/.cache/xcnn)",
+    )
+    parser.add_argument("--epochs", type=positive_int, default=3)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--lr", type=positive_float, default=None, help="default: per optimizer")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="save here every epoch")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument("--plot", type=Path, default=None, help="write loss/accuracy PNG here")
+    parser.add_argument(
+        "--backend",
+        choices=backends.NAMES,
+        default=None,
+        help="array backend (default: $XCNN_BACKEND, else numpy)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.resume and args.checkpoint is None:
+        parser.error("--resume needs --checkpoint PATH")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        parser.error(f"--data-dir {args.data_dir} does not exist or is not a directory")
+    if args.model == "resnet20" and args.dataset != "cifar10":
+        parser.error("--model resnet20 expects 32x32 RGB images: use --dataset cifar10")
+    return args
+
+
+def build_optimizer(name: str, params, lr: float | None) -> optim.Optimizer:
+    if name == "sgd":
+        return optim.SGD(params, lr=lr or 0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    if name == "adamw":
+        return optim.AdamW(params, lr=lr or 1e-3)
+    return optim.Adam(params, lr=lr or 1e-3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    backend = backends.use(args.backend).backend if args.backend else backends.current()
+    xcnn.manual_seed(args.seed)
+
+    train_set = data.load_dataset(args.dataset, root=args.data_dir, train=True)
+    test_set = data.load_dataset(args.dataset, root=args.data_dir, train=False)
+    channels, height = train_set.images.shape[1], train_set.images.shape[2]
+
+    transform = None
+    if args.dataset == "cifar10":
+        transform = data.transforms.Compose(
+            [
+                data.transforms.RandomCrop(32, padding=4, rng=args.seed + 1),
+                data.transforms.RandomHorizontalFlip(rng=args.seed + 2),
+                data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+            ]
+        )
+    train_loader = data.DataLoader(
+        train_set, args.batch_size, shuffle=True, seed=args.seed, transform=transform
+    )
+    eval_transform = (
+        data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD) if args.dataset == "cifar10" else None
+    )
+    test_loader = data.DataLoader(test_set, 1000, transform=eval_transform)
+
+    kwargs = {"rng": args.seed, "in_channels": channels, "num_classes": train_set.num_classes}
+    if args.model != "resnet20":
+        kwargs["input_size"] = height
+    model = MODELS[args.model](**kwargs)
+    optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr)
+    scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    loss_fn = nn.CrossEntropyLoss()
+
+    print(
+        f"xcnn {xcnn.__version__} | backend {backend.name} | {args.model} on {train_set.name} "
+        f"({len(train_set)} train, {len(test_set)} test) | {args.optimizer} | "
+        f"batch {args.batch_size} | {args.epochs} epochs",
+        flush=True,
+    )
+    start = time.perf_counter()
+    history = xcnn.fit(
+        model,
+        loss_fn,
+        optimizer,
+        train_loader,
+        args.epochs,
+        val_loader=test_loader,
+        scheduler=scheduler,
+        checkpoint=args.checkpoint,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    if args.plot is not None:
+        xcnn.plot_history(history, args.plot)
+        print(f"plot written to {args.plot}")
+    result = xcnn.evaluate(model, test_loader)
+    print(f"trained in {time.perf_counter() - start:.1f} s")
+    print(f"test accuracy: {result['accuracy']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, RuntimeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
