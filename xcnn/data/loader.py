@@ -1,0 +1,257 @@
+"""Mini-batches from a host dataset onto the active backend.
+
+Per batch: pick indices on the host (a seeded permutation per epoch when
+shuffling), move the uint8 images to the backend, and convert there:
+``x = float32(images) / 255``, so the bus carries a quarter of the bytes and
+the device does the arithmetic. On CuPy the whole dataset is uploaded once
+when it takes less than a quarter of the free device memory; batches are then
+gathered on the device.
+
+Shuffling owns its RNG: a ``numpy.random.Generator`` seeded by ``seed``
+(drawn from xcnn's default stream when ``None``), one permutation per epoch,
+never NumPy's global state. :meth:`DataLoader.state_dict` captures that stream
+and the position inside the epoch, so a resumed run sees exactly the batches
+the interrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from xcnn import backends
+
+__all__ = ["DataLoader"]
+
+#: Upload the whole dataset to the GPU when it needs less than this fraction of free memory.
+RESIDENT_FRACTION = 0.25
+
+
+class DataLoader:
+    """Iterate over a dataset in mini-batches on the active backend.
+
+    Parameters
+    ----------
+    dataset : ArrayDataset
+        Anything with ``images`` (uint8 or floating, ``(N, C, H, W)``) and
+        ``labels`` (integer, ``(N,)``) NumPy arrays.
+    batch_size : int
+        Images per batch; the last one may be smaller unless ``drop_last``.
+    shuffle : bool
+        A new random order every epoch.
+    drop_last : bool
+        Skip the final incomplete batch.
+    seed : int, optional
+        Seed of the shuffling stream. ``None`` draws one from xcnn's default
+        generator, so :func:`xcnn.manual_seed` makes runs reproducible.
+    transform : callable, optional
+        Applied to each float batch on the backend, e.g.
+        ``transforms.Compose([transforms.RandomCrop(32, 4), transforms.Normalize(...)])``.
+        Its ``state_dict``, if any, is saved with the loader's.
+
+    Yields
+    ------
+    x : array
+        float32, ``(B, C, H, W)``, in ``[0, 1]`` for uint8 images (floating
+        images are passed through as float32), on ``xcnn.backends.current()``
+        as of the start of the epoch.
+    y : array
+        int64, ``(B,)``, on the same backend.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xcnn.data import ArrayDataset, DataLoader
+    >>> ds = ArrayDataset(np.full((5, 1, 2, 2), 255, np.uint8), np.arange(5) % 2, ["a", "b"])
+    >>> loader = DataLoader(ds, batch_size=2, shuffle=True, seed=0)
+    >>> len(loader), [tuple(x.shape) for x, _ in loader]
+    (3, [(2, 1, 2, 2), (2, 1, 2, 2), (1, 1, 2, 2)])
+    >>> float(next(iter(loader))[0].max())
+    1.0
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int | None = None,
+        transform: Callable[[Any], Any] | None = None,
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+            raise TypeError(f"DataLoader: batch_size must be an int, got {batch_size!r}")
+        if batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        images, labels = np.asarray(dataset.images), np.asarray(dataset.labels)
+        if images.ndim != 4 or not (
+            images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)
+        ):
+            raise ValueError(
+                f"DataLoader: expected dataset images of shape (N, C, H, W), uint8 or float, "
+                f"got {images.dtype} of shape {images.shape}"
+            )
+        if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"DataLoader: expected {images.shape[0]} integer labels, got {labels.dtype} "
+                f"of shape {labels.shape}"
+            )
+        if seed is None:
+            seed = int(backends.default_generator().integers(2**63))
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = int(seed)
+        self.transform = transform
+        self._images = images
+        self._labels = labels.astype(np.int64, copy=False)
+        self._rng = np.random.default_rng(self.seed)
+        #: Epochs fully handed out so far.
+        self.epoch = 0
+        self._position = 0  # batches of the current epoch handed out
+        self._epoch_state: dict | None = None  # RNG state before this epoch's permutation
+        self._resume_position = 0  # set by load_state_dict for a mid-epoch resume
+        self._resident: tuple[str, Any, Any] | None = None  # (backend, images, labels)
+
+    def __len__(self) -> int:
+        n = self._images.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        return self._iterate()
+
+    def _finish_epoch(self) -> None:
+        self.epoch += 1
+        self._position = 0
+        self._epoch_state = None
+
+    def _iterate(self) -> Iterator[tuple[Any, Any]]:
+        if self._position:
+            # The previous epoch was abandoned part-way: like PyTorch, a new
+            # iteration starts a new epoch.
+            self._finish_epoch()
+        backend = backends.current()
+        xp = backend.xp
+        start_batch, self._resume_position = self._resume_position, 0
+        self._epoch_state = self._rng.bit_generator.state
+        order = self._rng.permutation(self._images.shape[0]) if self.shuffle else None
+        num_batches = len(self)
+        self._position = start_batch
+        if start_batch >= num_batches:
+            self._finish_epoch()
+            return
+        resident = self._device_copy(backend)
+        device_order = None
+        if resident is not None and order is not None:
+            device_order = backend.asarray(order)
+        for b in range(start_batch, num_batches):
+            start, stop = b * self.batch_size, min((b + 1) * self.batch_size, self._images.shape[0])
+            if resident is not None:
+                images, labels = resident
+                if device_order is None:
+                    x, y = images[start:stop, ...], labels[start:stop]
+                else:
+                    index = device_order[start:stop]
+                    x, y = xp.take(images, index, axis=0), xp.take(labels, index, axis=0)
+            else:
+                rows = slice(start, stop) if order is None else order[start:stop]
+                x = backend.asarray(self._images[rows])
+                y = backend.asarray(np.array(self._labels[rows], dtype=np.int64))
+            if x.dtype == xp.uint8:
+                x = xp.astype(x, xp.float32) / 255.0
+            else:
+                x = xp.astype(x, xp.float32)
+            if self.transform is not None:
+                x = self.transform(x)
+            # Count the batch as consumed when it is handed out: a checkpoint
+            # taken while it is being trained on resumes with the next one.
+            if b + 1 == num_batches:
+                self._finish_epoch()
+            else:
+                self._position = b + 1
+            yield x, y
+
+    def _use_resident(self, backend: backends.Backend) -> bool:
+        """Whether to keep the whole dataset on the device (CuPy, if it fits)."""
+        if backend.name != "cupy":
+            return False
+        from xcnn.data._memory_cupy import free_device_bytes
+
+        needed = self._images.nbytes + self._labels.nbytes
+        return needed < RESIDENT_FRACTION * free_device_bytes()
+
+    def _device_copy(self, backend: backends.Backend) -> tuple[Any, Any] | None:
+        """The dataset uploaded once to ``backend``, or ``None`` to move batch by batch."""
+        if self._resident is not None and self._resident[0] == backend.name:
+            return self._resident[1], self._resident[2]
+        self._resident = None
+        if not self._use_resident(backend):
+            return None
+        images, labels = backend.asarray(self._images), backend.asarray(self._labels)
+        self._resident = (backend.name, images, labels)
+        return images, labels
+
+    def state_dict(self) -> dict:
+        """Where the loader is in its stream of batches (plain Python values).
+
+        Returns
+        -------
+        dict
+            ``seed``, ``epoch`` (epochs completed), ``position`` (batches of the
+            current epoch already handed out, 0 at an epoch boundary), ``rng``
+            (the shuffling RNG state at the start of the current or next epoch),
+            the sizes it was saved for, and ``transform`` (the transform's own
+            state, when it has one).
+        """
+        state = {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self._position or self._resume_position,
+            "rng": self._epoch_state if self._position else self._rng.bit_generator.state,
+            "num_samples": int(self._images.shape[0]),
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+        }
+        if hasattr(self.transform, "state_dict"):
+            state["transform"] = self.transform.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict`: the next iteration continues that stream.
+
+        A state saved mid-epoch makes the next iteration finish that epoch:
+        it redraws the same permutation and starts at batch ``position``.
+
+        Raises
+        ------
+        ValueError
+            The state was saved for another dataset size, batch size,
+            ``shuffle`` or ``drop_last``.
+        """
+        saved = (state["num_samples"], state["batch_size"], state["shuffle"], state["drop_last"])
+        mine = (int(self._images.shape[0]), self.batch_size, self.shuffle, self.drop_last)
+        if tuple(saved) != mine:
+            raise ValueError(
+                "DataLoader.load_state_dict: the state was saved for (num_samples, batch_size, "
+                f"shuffle, drop_last) = {tuple(saved)}, this loader has {mine}"
+            )
+        self.seed = int(state["seed"])
+        self._rng.bit_generator.state = state["rng"]
+        self.epoch = int(state["epoch"])
+        self._position = 0
+        self._epoch_state = None
+        self._resume_position = int(state["position"])
+        if "transform" in state and hasattr(self.transform, "load_state_dict"):
+            self.transform.load_state_dict(state["transform"])
+
+    def __repr__(self) -> str:
+        return (
+            f"DataLoader({getattr(self.dataset, 'name', type(self.dataset).__name__)}, "
+            f"batch_size={self.batch_size}, shuffle={self.shuffle}, drop_last={self.drop_last}, "
+            f"{len(self)} batches)"
+        )
