@@ -2,6 +2,7 @@
 
 from xcnn.nn import init
 from xcnn.nn.containers import Residual, Sequential
+from xcnn.nn.conv import Conv2d
 from xcnn.nn.module import Module, Parameter
 
-__all__ = ["Module", "Parameter", "Residual", "Sequential", "init"]
+__all__ = ["Conv2d", "Module", "Parameter", "Residual", "Sequential", "init"]

@@ -1,0 +1,194 @@
+"""``Conv2d``: the convolution layer over ``xcnn.ops.conv2d`` (math in ``xcnn/ops/conv.py``).
+
+Forward keeps ``(x, cols)`` in training mode, so backward reuses the unfolded
+input for the weight gradient instead of running im2col twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xcnn.nn import init
+from xcnn.nn.module import Module
+from xcnn.ops._shapes import output_size, pair
+from xcnn.ops.conv import conv2d, conv2d_backward
+
+__all__ = ["Conv2d"]
+
+
+class Conv2d(Module):
+    """2-D convolution over NCHW input, as ``torch.nn.Conv2d`` (zero padding).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Both divisible by ``groups``.
+    kernel_size, stride, padding, dilation : int or (int, int)
+    groups : int
+        Split channels into ``groups`` independent convolutions.
+    bias : bool
+        Learn a per-output-channel bias.
+    dtype : str
+        ``"float32"`` (default) or ``"float64"``.
+    rng : int, numpy.random.Generator or None
+        Generator for the initial weights (default: xcnn's, see ``xcnn.manual_seed``).
+
+    Attributes
+    ----------
+    weight : Parameter, shape (out_channels, in_channels/groups, KH, KW)
+    bias : Parameter, shape (out_channels,), or None
+        Initialised as in PyTorch: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for both,
+        ``fan_in = in_channels/groups * KH * KW``.
+    needs_input_grad : bool
+        ``True`` by default. Set it to ``False`` on a model's first layer: backward
+        then skips the input gradient (a col2im and a matmul) and returns ``None``,
+        as PyTorch does for an input that does not require grad.
+
+    Notes
+    -----
+    Shapes: ``(N, in_channels, H, W) -> (N, out_channels, OH, OW)`` with
+    ``OH = (H + 2*padding - dilation*(KH-1) - 1) // stride + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xcnn import nn
+    >>> conv = nn.Conv2d(1, 6, 5, padding=2, rng=0)
+    >>> conv
+    Conv2d(1->6, kernel_size=(5, 5), padding=(2, 2))
+    >>> conv(np.zeros((8, 1, 28, 28), dtype=np.float32)).shape
+    (8, 6, 28, 28)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        dtype: str = "float32",
+        rng: Any = None,
+    ):
+        super().__init__()
+        label = f"Conv2d({in_channels}->{out_channels})"
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("groups", groups),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label}: {name} must be a positive int, got {value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"{label}: in_channels ({in_channels}) and out_channels ({out_channels}) "
+                f"must both be divisible by groups ({groups})"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = pair(kernel_size, f"{label}: kernel_size")
+        self.stride = pair(stride, f"{label}: stride")
+        self.padding = pair(padding, f"{label}: padding")
+        self.dilation = pair(dilation, f"{label}: dilation")
+        self.groups = groups
+        checks = (
+            ("kernel_size", self.kernel_size, 1, "positive"),
+            ("stride", self.stride, 1, "positive"),
+            ("padding", self.padding, 0, "non-negative"),
+            ("dilation", self.dilation, 1, "positive"),
+        )
+        for name, value, low, word in checks:
+            if min(value) < low:
+                raise ValueError(f"{label}: {name} must be {word}, got {value}")
+
+        kh, kw = self.kernel_size
+        fan_in = in_channels // groups * kh * kw
+        self.weight = init.empty_parameter((out_channels, in_channels // groups, kh, kw), dtype)
+        self.bias = init.empty_parameter((out_channels,), dtype) if bias else None
+        init.default_layer_init_(self.weight, self.bias, fan_in, rng)
+        self.needs_input_grad = True
+        self._cache = None
+
+    def extra_repr(self) -> str:
+        parts = [f"{self.in_channels}->{self.out_channels}", f"kernel_size={self.kernel_size}"]
+        defaults = (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)))
+        parts += [f"{n}={getattr(self, n)}" for n, d in defaults if getattr(self, n) != d]
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        if self.bias is None:
+            parts.append("bias=False")
+        return ", ".join(parts)
+
+    def _label(self) -> str:
+        return f"Conv2d({self.in_channels}->{self.out_channels})"
+
+    def forward(self, x: Any) -> Any:
+        """Convolve ``x`` of shape ``(N, in_channels, H, W)``; caches ``(x, cols)`` if training."""
+        self._check_backend(x)
+        shape = tuple(x.shape)
+        if len(shape) != 4:
+            raise ValueError(
+                f"{self._label()}: expected a 4-D input (N, C, H, W), got shape {shape}"
+            )
+        if shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self._label()}: expected input with {self.in_channels} channels, "
+                f"got shape {shape}"
+            )
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+        )
+        oh, ow = output_size(shape[2], kh, sh, ph, dh), output_size(shape[3], kw, sw, pw, dw)
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"{self._label()}: input of spatial size {shape[2:]} with padding "
+                f"{self.padding} is smaller than the dilated kernel "
+                f"{(dh * (kh - 1) + 1, dw * (kw - 1) + 1)} (output size {(oh, ow)}); "
+                f"got shape {shape}"
+            )
+        if x.dtype != self.weight.dtype:
+            raise TypeError(
+                f"{self._label()}: input has dtype {x.dtype} but the parameters are "
+                f"{self.weight.dtype}; cast the input or call .to() on the layer"
+            )
+        y, cols = conv2d(
+            x,
+            self.weight.data,
+            None if self.bias is None else self.bias.data,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            return_cols=True,
+        )
+        if self.training:
+            self._cache = (x, cols)
+        return y
+
+    def backward(self, grad_output: Any) -> Any:
+        """Add the weight/bias gradients; return the input gradient (None if not needed)."""
+        x, cols = self._require_cache()
+        grad_x, grad_weight, grad_bias = conv2d_backward(
+            grad_output,
+            x,
+            self.weight.data,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            cols=cols,
+            input_grad=self.needs_input_grad,
+            bias=self.bias is not None,
+        )
+        self.weight.accumulate(grad_weight)
+        if self.bias is not None:
+            self.bias.accumulate(grad_bias)
+        self._cache = None
+        return grad_x
