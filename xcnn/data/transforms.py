@@ -26,15 +26,9 @@ from xcnn.backends import Generator
 __all__ = ["Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip"]
 
 
-def _generator(generator: Generator | int | None) -> Generator:
-    if generator is None or isinstance(generator, int):
-        return Generator(generator)
-    if isinstance(generator, Generator):
-        return generator
-    raise TypeError(
-        f"generator must be None, an int seed or an xcnn.backends.Generator, "
-        f"got {type(generator).__name__}"
-    )
+def _generator(rng: Any) -> Generator:
+    # Generator() accepts None, an int seed or a numpy Generator and rejects the rest.
+    return rng if isinstance(rng, Generator) else Generator(rng)
 
 
 def _check_batch(x: Any, who: str) -> None:
@@ -129,9 +123,9 @@ class RandomCrop:
         Output height and width.
     padding : int
         Zeros added on every side before cropping (4 is usual for CIFAR-10).
-    generator : xcnn.backends.Generator or int, optional
+    rng : int, xcnn.backends.Generator or numpy.random.Generator, optional
         Source of the offsets; default a new generator seeded from xcnn's
-        default stream (see :func:`xcnn.manual_seed`).
+        default stream (see :func:`xcnn.manual_seed`). Kept as ``self.generator``.
 
     Shapes
     ------
@@ -142,7 +136,7 @@ class RandomCrop:
         self,
         size: int | tuple[int, int],
         padding: int = 0,
-        generator: Generator | int | None = None,
+        rng: Generator | int | None = None,
     ):
         self.size = (int(size), int(size)) if isinstance(size, int) else tuple(map(int, size))
         if len(self.size) != 2 or min(self.size) < 1:
@@ -150,7 +144,7 @@ class RandomCrop:
         if int(padding) < 0:
             raise ValueError(f"RandomCrop: padding must be >= 0, got {padding!r}")
         self.padding = int(padding)
-        self.generator = _generator(generator)
+        self.generator = _generator(rng)
 
     def __call__(self, x: Any) -> Any:
         _check_batch(x, repr(self))
@@ -204,7 +198,7 @@ class RandomHorizontalFlip:
     ----------
     p : float
         Flip probability, in ``[0, 1]``.
-    generator : xcnn.backends.Generator or int, optional
+    rng : int, xcnn.backends.Generator or numpy.random.Generator, optional
         Source of the per-image coin flips (see :class:`RandomCrop`).
 
     Shapes
@@ -212,11 +206,11 @@ class RandomHorizontalFlip:
     ``(N, C, H, W) -> (N, C, H, W)``.
     """
 
-    def __init__(self, p: float = 0.5, generator: Generator | int | None = None):
+    def __init__(self, p: float = 0.5, rng: Generator | int | None = None):
         if not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"RandomHorizontalFlip: p must lie in [0, 1], got {p!r}")
         self.p = float(p)
-        self.generator = _generator(generator)
+        self.generator = _generator(rng)
 
     def __call__(self, x: Any) -> Any:
         _check_batch(x, repr(self))
