@@ -87,9 +87,11 @@ class Backend:
         dtype : str or dtype, optional
             Result dtype by name (``"float32"``) or as a NumPy/backend dtype.
         """
-        host = np.asarray(host_array, dtype=None if dtype is None else _numpy_dtype(dtype))
+        np_dtype = None if dtype is None else _numpy_dtype(dtype)
         if self.name == "numpy":
-            return host
+            # Always a new array, as on the GPU: in-place updates must not reach the caller's.
+            return np.array(host_array, dtype=np_dtype, copy=True)
+        host = np.asarray(host_array, dtype=np_dtype)
         if self.name == "cupy":
             return self._module.asarray(host)
         return self.xp.asarray(np.ascontiguousarray(host))

@@ -12,5 +12,6 @@ True
 """
 
 from xcnn.testing.gradcheck import GradcheckError, gradcheck
+from xcnn.testing.torch_reference import to_torch
 
-__all__ = ["GradcheckError", "gradcheck"]
+__all__ = ["GradcheckError", "gradcheck", "to_torch"]

@@ -1,0 +1,306 @@
+"""xcnn vs PyTorch, side by side in one process: training step, inference, a full epoch.
+
+Both frameworks get the same model (weights copied through ``state_dict``), the
+same batches, and alternate round by round after a warm-up, so machine noise
+hits both alike. Each figure is the median of ``--rounds`` rounds. Peak memory
+is measured in child processes (one per framework) running the same loop.
+
+    python benchmarks/bench_speed.py                       # NumPy vs torch CPU
+    XCNN_BACKEND=cupy python benchmarks/bench_speed.py     # CuPy vs torch CUDA
+
+Writes a markdown table to docs/benchmarks.md (``--out``) with date, machine and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import xcnn
+from xcnn import backends, models, nn, optim
+from xcnn.testing import to_torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Pair:
+    """One model in both frameworks, on the same device class, with the same weights."""
+
+    def __init__(self, name: str, batch: int, backend: backends.Backend, device: str):
+        builder = {"lenet5": models.lenet5, "simple_cnn": models.simple_cnn}[name]
+        self.backend, self.device = backend, device
+        self.model = builder(rng=0)
+        self.torch_model = to_torch(self.model).to(device)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.torch_loss = torch.nn.CrossEntropyLoss()
+        self.opt = optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.torch_opt = torch.optim.SGD(self.torch_model.parameters(), lr=0.01, momentum=0.9)
+        rng = np.random.default_rng(1)
+        host_x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+        host_y = rng.integers(0, 10, batch)
+        self.x, self.y = backend.asarray(host_x), backend.asarray(host_y, dtype="int64")
+        self.tx = torch.from_numpy(host_x).to(device)
+        self.ty = torch.from_numpy(host_y).to(device)
+
+    def xcnn_train_step(self) -> None:
+        self.opt.zero_grad()
+        self.loss_fn(self.model(self.x), self.y)
+        self.model.backward(self.loss_fn.backward())
+        self.opt.step()
+
+    def torch_train_step(self) -> None:
+        self.torch_opt.zero_grad()
+        self.torch_loss(self.torch_model(self.tx), self.ty).backward()
+        self.torch_opt.step()
+
+    def xcnn_infer(self) -> None:
+        self.model(self.x)
+
+    def torch_infer(self) -> None:
+        with torch.inference_mode():
+            self.torch_model(self.tx)
+
+
+def _sync(backend: backends.Backend, device: str) -> None:
+    backend.synchronize()
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_pair(fns, backend, device, rounds: int, min_seconds: float = 0.3) -> list[float]:
+    """Median seconds per call of each fn, alternating fns within every round."""
+    for fn in fns:  # warm-up: allocator pools, kernel compilation, caches
+        for _ in range(3):
+            fn()
+    _sync(backend, device)
+    reps = []
+    for fn in fns:  # enough repetitions per round to last about min_seconds
+        t0 = time.perf_counter()
+        fn()
+        _sync(backend, device)
+        reps.append(max(1, int(min_seconds / max(time.perf_counter() - t0, 1e-6))))
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            for _ in range(reps[i]):
+                fn()
+            _sync(backend, device)
+            samples[i].append((time.perf_counter() - t0) / reps[i])
+    return [statistics.median(s) for s in samples]
+
+
+def bench_steps(backend, device, rounds: int) -> list[dict]:
+    rows = []
+    configs = [
+        ("lenet5", "train", 32),
+        ("lenet5", "train", 128),
+        ("lenet5", "train", 512),
+        ("simple_cnn", "train", 128),
+        ("lenet5", "inference", 1000),
+        ("simple_cnn", "inference", 1000),
+    ]
+    if backend.name == "cupy":
+        configs.insert(3, ("lenet5", "train", 1024))
+    for name, kind, batch in configs:
+        pair = Pair(name, batch, backend, device)
+        if kind == "train":
+            fns = (pair.xcnn_train_step, pair.torch_train_step)
+        else:
+            pair.model.eval()
+            pair.torch_model.eval()
+            fns = (pair.xcnn_infer, pair.torch_infer)
+        t_xcnn, t_torch = time_pair(fns, backend, device, rounds)
+        rows.append(_row(f"{name} {kind}", batch, batch / t_xcnn, batch / t_torch))
+        print(_format(rows[-1]), flush=True)
+    return rows
+
+
+def bench_epoch(backend, device, data_dir: Path | None, rounds: int) -> list[dict]:
+    """One Fashion-MNIST training epoch of LeNet-5 at batch 128, data loading included."""
+    train_set = xcnn.data.load_dataset("fashion-mnist", root=data_dir, train=True)
+    n = len(train_set)
+
+    def run_xcnn() -> None:
+        model = models.lenet5(rng=0)
+        loader = xcnn.data.DataLoader(train_set, 128, shuffle=True, seed=0)
+        xcnn.fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+            loader,
+            1,
+            progress=False,
+        )
+        backend.synchronize()
+
+    images = torch.from_numpy(train_set.images)
+    labels = torch.from_numpy(train_set.labels)
+
+    def run_torch() -> None:
+        model = to_torch(models.lenet5(rng=0)).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        order = torch.from_numpy(np.random.default_rng(0).permutation(n))
+        for start in range(0, n, 128):
+            idx = order[start : start + 128]
+            x = images[idx].to(device).float().div_(255)
+            y = labels[idx].to(device)
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    samples: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for i, fn in enumerate((run_xcnn, run_torch)):
+            t0 = time.perf_counter()
+            fn()
+            samples[i].append(time.perf_counter() - t0)
+    t_xcnn, t_torch = statistics.median(samples[0]), statistics.median(samples[1])
+    row = _row(f"lenet5 epoch ({train_set.name}, incl. loading)", 128, n / t_xcnn, n / t_torch)
+    print(_format(row), flush=True)
+    return [row]
+
+
+def peak_memory(framework: str, backend_name: str, steps: int = 30) -> float:
+    """Peak RSS (MiB) or, on CuPy/CUDA, peak pool bytes (MiB) of a LeNet-5 b128 train loop."""
+    code = f"""
+import resource, sys, json
+sys.path.insert(0, {str(ROOT / "benchmarks")!r})
+from xcnn import backends
+import bench_speed as b
+backend = backends.use({backend_name!r}).backend
+device = "cuda" if backend.name == "cupy" else "cpu"
+pair = b.Pair("lenet5", 128, backend, device)
+step = pair.xcnn_train_step if {framework!r} == "xcnn" else pair.torch_train_step
+peak = 0
+for _ in range({steps}):
+    step()
+    if backend.name == "cupy" and {framework!r} == "xcnn":
+        import cupy
+        peak = max(peak, cupy.get_default_memory_pool().total_bytes())
+if backend.name == "cupy":
+    import torch
+    value = peak if {framework!r} == "xcnn" else torch.cuda.max_memory_reserved()
+    print(json.dumps(value / 2**20))
+else:
+    print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _row(what: str, batch: int, xcnn_ips: float, torch_ips: float) -> dict:
+    return {"what": what, "batch": batch, "xcnn": xcnn_ips, "torch": torch_ips}
+
+
+def _format(row: dict) -> str:
+    return (
+        f"{row['what']:<45} batch {row['batch']:>5}: xcnn {row['xcnn']:>9.0f} img/s   "
+        f"torch {row['torch']:>9.0f} img/s   ratio {row['xcnn'] / row['torch']:.2f}x"
+    )
+
+
+def machine_description(backend, device) -> str:
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} (CUDA)"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+
+
+def write_markdown(path: Path, rows, memory, backend, device, rounds: int) -> None:
+    versions = f"xcnn {xcnn.__version__}, NumPy {np.__version__}, PyTorch {torch.__version__}"
+    if backend.name == "cupy":
+        import cupy
+
+        versions += f", CuPy {cupy.__version__}"
+    lines = [
+        f"### {backend.name} vs PyTorch {device.upper()} ({datetime.date.today().isoformat()})",
+        "",
+        f"Machine: {machine_description(backend, device)}. Versions: {versions}. "
+        f"Median of {rounds} alternating rounds after warm-up; "
+        "command: `python benchmarks/bench_speed.py`"
+        + (" with `XCNN_BACKEND=cupy`" if backend.name == "cupy" else "")
+        + ".",
+        "",
+        "| workload | batch | xcnn img/s | PyTorch img/s | xcnn / PyTorch |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['what']} | {r['batch']} | {r['xcnn']:.0f} | {r['torch']:.0f} | "
+            f"{r['xcnn'] / r['torch']:.2f}x |"
+        )
+    if memory:
+        unit = "peak memory pool" if backend.name == "cupy" else "peak RSS"
+        lines += [
+            "",
+            f"LeNet-5 batch-128 training loop, {unit}: xcnn {memory[0]:.0f} MiB, "
+            f"PyTorch {memory[1]:.0f} MiB (ratio {memory[0] / memory[1]:.2f}x).",
+        ]
+    section = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    marker = f"<!-- results:{backend.name} -->"
+    head, _, rest = previous.partition(marker)
+    tail = rest.partition("<!-- end -->")[2] if rest else ""
+    new = f"{head}{marker}\n{section}<!-- end -->{tail}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(new)
+    tmp.replace(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--skip-epoch", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+
+    backend = backends.current()
+    device = "cuda" if backend.name == "cupy" else "cpu"
+    torch.set_num_threads(args.threads)
+    print(f"xcnn on {backend.name} vs torch on {device}; {machine_description(backend, device)}")
+    rows = bench_steps(backend, device, args.rounds)
+    if not args.skip_epoch:
+        rows += bench_epoch(backend, device, args.data_dir, max(3, args.rounds // 2))
+    memory = None
+    if not args.skip_memory:
+        memory = (peak_memory("xcnn", backend.name), peak_memory("torch", backend.name))
+        print(
+            f"peak memory, LeNet-5 b128 training: xcnn {memory[0]:.0f} MiB, torch {memory[1]:.0f}"
+        )
+    write_markdown(args.out, rows, memory, backend, device, args.rounds)
+    print(f"wrote {args.out}")
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
