@@ -207,11 +207,12 @@ def save(
 
 
 def _host(value: Any) -> np.ndarray:
-    """A C-contiguous NumPy copy (safetensors writes raw memory, so order matters)."""
+    """A C-ordered NumPy array (safetensors writes raw memory, so the order matters)."""
     name = backends.namespace_name(value)
     if name in ("cupy", "array_api_strict"):
         value = backends.get(name).to_numpy(value)
-    return np.ascontiguousarray(value)
+    # Not np.ascontiguousarray: it turns 0-d arrays into shape (1,).
+    return np.asarray(value, order="C")
 
 
 def _is_array(value: Any) -> bool:
@@ -341,7 +342,7 @@ def load(
             ("loader", loader, "loader"),
         ):
             if obj is not None and blob.get(key) is None:
-                raise ValueError(f"{where} holds no {what} state, but a {what} was given to load")
+                raise ValueError(f"{where} holds no {what} state for the {what} given to load")
         if optimizer is not None:
             saved_class = blob["optimizer"].get("class")
             if saved_class != type(optimizer).__name__:
@@ -409,6 +410,17 @@ def _read(path: Path, where: str) -> tuple[dict, dict[str, np.ndarray], dict[str
     try:
         with safe_open(path, framework="numpy") as handle:
             header = handle.metadata() or {}
+            if _META_KEY not in header:
+                raise ValueError(
+                    f"{where} is a safetensors file without xcnn metadata; "
+                    "was it written by xcnn.save?"
+                )
+            try:
+                blob = json.loads(header[_META_KEY])
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where} has corrupt xcnn metadata ({error})") from None
+            if not isinstance(blob, dict):
+                raise ValueError(f"{where} has corrupt xcnn metadata (not a JSON object)")
             for key in handle.keys():
                 if key.startswith(_MODEL):
                     model_arrays[key[len(_MODEL) :]] = handle.get_tensor(key)
@@ -418,16 +430,6 @@ def _read(path: Path, where: str) -> tuple[dict, dict[str, np.ndarray], dict[str
                     raise ValueError(f"{where} holds an unknown tensor {key!r}")
     except SafetensorError as error:
         raise ValueError(f"{where} is not a readable safetensors file ({error})") from None
-    if _META_KEY not in header:
-        raise ValueError(
-            f"{where} is a safetensors file without xcnn metadata; was it written by xcnn.save?"
-        )
-    try:
-        blob = json.loads(header[_META_KEY])
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where} has corrupt xcnn metadata ({error})") from None
-    if not isinstance(blob, dict):
-        raise ValueError(f"{where} has corrupt xcnn metadata (not a JSON object)")
     return blob, model_arrays, optim_arrays
 
 

@@ -493,8 +493,7 @@ class _Epoch:
                     if self.show_bar:
                         elapsed = time.perf_counter() - start
                         bar.set_postfix_str(
-                            _postfix(loss_sum / images, correct / images, images / elapsed),
-                            refresh=False,
+                            _postfix(loss_sum / images, correct / images, images / elapsed)
                         )
             if metrics is None:
                 raise ValueError(
