@@ -31,6 +31,7 @@ __all__ = [
     "save",
     "testing",
     "History",
+    "TrainingDiverged",
 ]
 
 _SUBMODULES = {"data", "models", "nn", "ops", "optim", "testing"}
@@ -39,6 +40,7 @@ _FUNCTIONS = {
     "evaluate": "xcnn.train",
     "History": "xcnn.train",
     "plot_history": "xcnn.train",
+    "TrainingDiverged": "xcnn.train",
     "save": "xcnn.io",
     "load": "xcnn.io",
 }
