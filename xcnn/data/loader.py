@@ -140,7 +140,6 @@ class DataLoader:
         self._epoch_state = self._rng.bit_generator.state
         order = self._rng.permutation(self._images.shape[0]) if self.shuffle else None
         num_batches = len(self)
-        self._position = start_batch
         if start_batch >= num_batches:
             self._finish_epoch()
             return
@@ -153,7 +152,8 @@ class DataLoader:
             if resident is not None:
                 images, labels = resident
                 if device_order is None:
-                    x, y = images[start:stop, ...], labels[start:stop]
+                    x = images[start:stop, ...]
+                    y = xp.asarray(labels[start:stop], copy=True)
                 else:
                     index = device_order[start:stop]
                     x, y = xp.take(images, index, axis=0), xp.take(labels, index, axis=0)
