@@ -223,7 +223,9 @@ def conv2d_backward(
     gw_t = xp.sum(xp.matmul(grouped_cols, xp.matrix_transpose(gy)), axis=0)
     grad_weight = xp.reshape(xp.matrix_transpose(gw_t), tuple(weight.shape))
 
-    grad_bias = xp.sum(grad_output, axis=(0, 2, 3)) if bias else None
+    # Summed from the reshaped gY, which is C-ordered whatever grad_output's strides were,
+    # so the rounding does not depend on the caller's memory layout.
+    grad_bias = xp.reshape(xp.sum(gy, axis=(0, 3)), (out_channels,)) if bias else None
 
     grad_x = None
     if input_grad:
