@@ -60,7 +60,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     Parameters
     ----------
     path : str or os.PathLike
-        The file to create or replace. Its directory must exist.
+        The file to create or replace; missing parent directories are created.
     write : callable
         ``write(tmp_path)`` writes the complete content to ``tmp_path``.
 
@@ -73,8 +73,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a directory, expected a file path")
     folder = path.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: directory {folder} does not exist")
+    folder.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -128,7 +127,8 @@ def save(
     Parameters
     ----------
     path : str or os.PathLike
-        Target file (conventionally ``*.safetensors`` or ``*.ckpt``); replaced atomically.
+        Target file (conventionally ``*.safetensors`` or ``*.ckpt``); replaced
+        atomically. Missing parent directories are created.
     model : xcnn.nn.Module
         Its parameters and buffers are saved, plus the state of every
         ``generator`` (e.g. Dropout's) among its modules.
@@ -154,8 +154,8 @@ def save(
     ------
     TypeError
         A ``meta`` value or a state entry is not JSON-serialisable.
-    IsADirectoryError, FileNotFoundError
-        ``path`` is a directory, or its directory does not exist.
+    IsADirectoryError
+        ``path`` is a directory.
 
     Examples
     --------
