@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
+import urllib.error
 
 import numpy as np
 import pytest
@@ -87,7 +89,9 @@ def test_falls_back_to_the_next_mirror(tmp_path, server):
     assert (tmp_path / "file.bin").read_bytes() == BODY
 
 
-def test_offline_fails_fast_with_every_url(tmp_path, dead_url):
+def test_offline_fails_fast_with_every_url(tmp_path, dead_url, monkeypatch):
+    sleeps = []
+    monkeypatch.setattr(download.time, "sleep", sleeps.append)
     urls = [dead_url + "x/file.bin", dead_url + "y/file.bin"]
     start = time.perf_counter()
     with pytest.raises(DatasetNotAvailable) as info:
@@ -95,7 +99,23 @@ def test_offline_fails_fast_with_every_url(tmp_path, dead_url):
     assert time.perf_counter() - start < 5
     message = str(info.value)
     assert all(url in message for url in urls) and resource().md5 in message
+    assert "host unreachable" in message
+    assert sleeps == []  # a refused connection is not retried
     assert leftovers(tmp_path) == []
+
+
+def test_dns_failure_is_not_retried(tmp_path, monkeypatch):
+    calls = []
+
+    def no_dns(request, timeout):
+        calls.append(request.full_url)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", no_dns)
+    urls = ["http://mirror-one.invalid/f", "http://mirror-two.invalid/f"]
+    with pytest.raises(DatasetNotAvailable, match=r"mirror-one.*host unreachable.*\n.*mirror-two"):
+        download_file(urls, tmp_path / "f", resource(), attempts=3)
+    assert calls == urls
 
 
 def test_mnist_downloads_from_the_second_mirror(tmp_path, serve_mnist, server):

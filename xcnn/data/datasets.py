@@ -159,7 +159,7 @@ def _fetch_all(
             download_file(urls, dest, resource)
         except DatasetNotAvailable as error:
             raise DatasetNotAvailable(
-                f"{title} ({split} split) could not be downloaded: {error}\n"
+                f"{title} ({split} split) could not be downloaded from any mirror.\n{error}\n"
                 + _describe_files(name, resources, target)
             ) from error
         except OSError as error:

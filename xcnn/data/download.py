@@ -3,16 +3,19 @@
 A download streams into a temporary file next to the destination, hashing as
 it goes, and is renamed into place only after the size and checksum match, so
 an interrupted or corrupt transfer never leaves a file a later run could trust.
-Transient failures (timeouts, refused connections, HTTP 5xx, short reads) are
-retried a few times with exponential backoff; a 4xx answer or a checksum
-mismatch moves on to the next mirror at once.
+Transient failures (HTTP 5xx, connections lost or stalled mid-transfer) are
+retried a few times with exponential backoff; an unreachable host (no DNS, no
+route, refused, no answer to connect), a 4xx answer or a checksum mismatch
+moves on to the next mirror at once, so an offline machine fails in seconds.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
+import socket
 import sys
 import time
 import urllib.error
@@ -36,9 +39,10 @@ __all__ = [
 #: and socket timeout in seconds. Module-level so tests and users can tune them.
 ATTEMPTS = 3
 BACKOFF_S = 1.0
-TIMEOUT_S = 30.0
+TIMEOUT_S = 15.0
 
 _CHUNK = 1 << 20
+_UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED}
 _USER_AGENT = "xcnn-data/0.1 (+https://github.com/xcnn)"
 
 
@@ -76,6 +80,17 @@ def md5sum(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _unreachable(reason: object) -> bool:
+    """No DNS, no route, refused or no answer at all: retrying in seconds will not help.
+
+    Failing fast here keeps an offline run from waiting on every retry before
+    it falls back (to another mirror, or to the embedded sample).
+    """
+    if isinstance(reason, (socket.gaierror, ConnectionRefusedError, TimeoutError)):
+        return True
+    return isinstance(reason, OSError) and reason.errno in _UNREACHABLE_ERRNOS
+
+
 def _fetch(url: str, dest: Path, resource: Resource, timeout: float) -> None:
     """One attempt: stream ``url`` into ``dest`` atomically, checking size and MD5."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
@@ -85,7 +100,10 @@ def _fetch(url: str, dest: Path, resource: Resource, timeout: float) -> None:
         kind = _Transient if error.code >= 500 or error.code == 429 else _Permanent
         raise kind(f"HTTP {error.code} {error.reason}") from error
     except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-        raise _Transient(str(getattr(error, "reason", error))) from error
+        reason = getattr(error, "reason", error)
+        if _unreachable(reason):
+            raise _Permanent(f"host unreachable ({reason})") from error
+        raise _Transient(str(reason)) from error
     with response:
         announced = response.headers.get("Content-Length")
         announced = int(announced) if announced and announced.isdigit() else None
