@@ -144,3 +144,18 @@ def test_generator_uniform_is_seeded_and_restorable(name):
 def test_host_rng_rejects_junk():
     with pytest.raises(TypeError, match="rng must be"):
         backends.host_rng("seed")
+
+
+@pytest.mark.parametrize("name", ["numpy", "array_api_strict"])
+def test_zero_d_arrays_keep_their_shape(name):
+    b = backends.get(name)
+    x = b.asarray(np.array(5, dtype=np.int64))
+    assert tuple(x.shape) == ()
+    assert int(b.to_numpy(x)) == 5
+
+
+def test_numpy_asarray_copies():
+    host = np.ones(3, dtype=np.float32)
+    x = backends.get("numpy").asarray(host)
+    x += 1
+    assert host[0] == 1.0
