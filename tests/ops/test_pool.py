@@ -1,0 +1,340 @@
+"""Pooling ops: PyTorch oracle, gradient checks, fast-path parity, dtypes, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xcnn import backends
+from xcnn.ops import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+    standard_only,
+)
+from xcnn.testing import gradcheck
+
+TF = torch.nn.functional
+
+
+def random_config(rng: np.random.Generator) -> dict:
+    """Random kernel/stride/padding (non-square included) and a size that fits them."""
+    kh, kw = (int(v) for v in rng.integers(1, 5, size=2))
+    if rng.random() < 0.3:
+        kw = kh
+    sh, sw = (int(v) for v in rng.integers(1, 4, size=2))
+    stride = None if rng.random() < 0.25 else (sh, sw)
+    ph, pw = int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))
+    h = int(rng.integers(max(kh - 2 * ph, 1), 10))
+    w = int(rng.integers(max(kw - 2 * pw, 1), 10))
+    n, c = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    return {"shape": (n, c, h, w), "kernel": (kh, kw), "stride": stride, "padding": (ph, pw)}
+
+
+def sweep(backend, count_numpy: int = 50, count_other: int = 8, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    configs = [random_config(rng) for _ in range(count_numpy)]
+    # LeNet's 2x2/2 and the kernel-equals-input case are always in.
+    configs[:2] = [
+        {"shape": (2, 3, 8, 6), "kernel": (2, 2), "stride": None, "padding": (0, 0)},
+        {"shape": (1, 2, 3, 5), "kernel": (3, 5), "stride": 1, "padding": (0, 0)},
+    ]
+    return configs if backend.name != "array_api_strict" else configs[:count_other]
+
+
+def host_input(rng: np.random.Generator, shape: tuple, ties: bool) -> np.ndarray:
+    if ties:  # few distinct values: windows with several maxima
+        return rng.integers(-2, 3, size=shape).astype(np.float32)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def torch_window_offsets(torch_indices: np.ndarray, cfg: dict) -> np.ndarray:
+    """Turn PyTorch's flat ``h*W + w`` argmax into xcnn's window offsets ``i*KW + j``."""
+    _, _, _, w = cfg["shape"]
+    kw = cfg["kernel"][1]
+    stride = cfg["kernel"] if cfg["stride"] is None else cfg["stride"]
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    ph, pw = cfg["padding"]
+    oh, ow = torch_indices.shape[2:]
+    rows = torch_indices // w + ph - sh * np.arange(oh)[:, None]
+    cols = torch_indices % w + pw - sw * np.arange(ow)[None, :]
+    return rows * kw + cols
+
+
+@pytest.mark.torch
+def test_max_pool2d_matches_torch_including_ties(backend):
+    rng = np.random.default_rng(1)
+    for number, cfg in enumerate(sweep(backend)):
+        args = (cfg["kernel"], cfg["stride"], cfg["padding"])
+        host = host_input(rng, cfg["shape"], ties=number % 2 == 0)
+        tx = torch.from_numpy(host).requires_grad_()
+        ty, tidx = TF.max_pool2d(tx, *args, return_indices=True)
+        host_gy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+        ty.backward(torch.from_numpy(host_gy))
+
+        x = backend.asarray(host)
+        y, indices = max_pool2d(x, *args)
+        gx = max_pool2d_backward(backend.asarray(host_gy), indices, host.shape, *args)
+        assert backends.namespace_name(y) == backend.name == backends.namespace_name(gx)
+        np.testing.assert_array_equal(backend.to_numpy(y), ty.detach().numpy(), err_msg=str(cfg))
+        np.testing.assert_array_equal(
+            backend.to_numpy(indices), torch_window_offsets(tidx.numpy(), cfg), err_msg=str(cfg)
+        )
+        # Ties: the whole window gradient goes to the first max only, like PyTorch.
+        np.testing.assert_allclose(
+            backend.to_numpy(gx), tx.grad.numpy(), rtol=1e-5, atol=1e-6, err_msg=str(cfg)
+        )
+
+
+@pytest.mark.torch
+def test_avg_pool2d_matches_torch(backend):
+    rng = np.random.default_rng(2)
+    for cfg in sweep(backend, seed=3):
+        args = (cfg["kernel"], cfg["stride"], cfg["padding"])
+        host = host_input(rng, cfg["shape"], ties=False)
+        tx = torch.from_numpy(host).requires_grad_()
+        ty = TF.avg_pool2d(tx, *args)  # count_include_pad=True is PyTorch's default
+        host_gy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+        ty.backward(torch.from_numpy(host_gy))
+        y = avg_pool2d(backend.asarray(host), *args)
+        gx = avg_pool2d_backward(backend.asarray(host_gy), host.shape, *args)
+        np.testing.assert_allclose(
+            backend.to_numpy(y), ty.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=str(cfg)
+        )
+        np.testing.assert_allclose(
+            backend.to_numpy(gx), tx.grad.numpy(), rtol=1e-5, atol=1e-6, err_msg=str(cfg)
+        )
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 4, 1, 1), (3, 2, 8, 8)])
+def test_adaptive_avg_pool2d_matches_torch(backend, rng, shape):
+    host = rng.standard_normal(shape).astype(np.float32)
+    tx = torch.from_numpy(host).requires_grad_()
+    ty = TF.adaptive_avg_pool2d(tx, 1)
+    host_gy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ty.backward(torch.from_numpy(host_gy))
+    y = adaptive_avg_pool2d(backend.asarray(host), (1, 1))
+    gx = adaptive_avg_pool2d_backward(backend.asarray(host_gy), shape)
+    assert tuple(y.shape) == (shape[0], shape[1], 1, 1)
+    np.testing.assert_allclose(backend.to_numpy(y), ty.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(backend.to_numpy(gx), tx.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+GRAD_CONFIGS = [
+    pytest.param((2, 2, 6, 6), 2, None, 0, id="2x2-stride2"),
+    pytest.param((1, 2, 7, 5), 3, 2, 1, id="3x3-stride2-pad1-odd-batch1"),
+    pytest.param((2, 1, 6, 7), (3, 2), (1, 2), (1, 1), id="non-square"),
+    pytest.param((1, 3, 4, 5), (4, 5), 1, 0, id="kernel-equals-input"),
+    pytest.param((2, 2, 5, 5), 3, 1, 0, id="overlapping"),
+]
+
+
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding"), GRAD_CONFIGS)
+def test_max_pool2d_gradcheck(backend, rng, shape, kernel, stride, padding):
+    # A scaled permutation: no ties anywhere, so max pooling is differentiable here.
+    size = int(np.prod(shape))
+    host = (rng.permutation(size).reshape(shape) / size).astype(np.float64)
+    cache = {}
+
+    def forward(x):
+        y, cache["indices"] = max_pool2d(x, kernel, stride, padding)
+        return y
+
+    def backward(gy):
+        return max_pool2d_backward(gy, cache["indices"], shape, kernel, stride, padding)
+
+    assert gradcheck(forward, backend.asarray(host), backward, max_elements=None)
+
+
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding"), GRAD_CONFIGS)
+def test_avg_pool2d_gradcheck(backend, rng, shape, kernel, stride, padding):
+    x = backend.asarray(rng.standard_normal(shape), dtype="float64")
+
+    def backward(gy):
+        return avg_pool2d_backward(gy, shape, kernel, stride, padding)
+
+    assert gradcheck(
+        lambda x: avg_pool2d(x, kernel, stride, padding), x, backward, max_elements=None
+    )
+
+
+def test_adaptive_avg_pool2d_gradcheck(backend, rng):
+    shape = (2, 3, 3, 5)
+    x = backend.asarray(rng.standard_normal(shape), dtype="float64")
+    assert gradcheck(
+        adaptive_avg_pool2d,
+        x,
+        lambda gy: adaptive_avg_pool2d_backward(gy, shape),
+        max_elements=None,
+    )
+
+
+PARITY_CONFIGS = [
+    pytest.param((3, 4, 8, 10), 2, None, 0, id="2x2-fast"),
+    pytest.param((2, 3, 7, 9), 2, None, 0, id="2x2-odd-size"),
+    pytest.param((2, 3, 9, 8), 3, 2, 1, id="overlap-pad"),
+    pytest.param((2, 2, 9, 11), (2, 3), (3, 2), (1, 0), id="gaps-non-square"),
+    pytest.param((2, 2, 6, 6), 3, 3, 0, id="tiled"),
+    pytest.param((1, 2, 5, 5), 4, 1, 2, id="large-overlap"),
+]
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding"), PARITY_CONFIGS)
+def test_max_pool2d_fast_path_equals_standard_twin(rng, shape, kernel, stride, padding, ties):
+    xp = backends.get("numpy").xp
+    x = host_input(rng, shape, ties)
+    y, indices = max_pool2d(x, kernel, stride, padding)
+    gy = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    gx = max_pool2d_backward(gy, indices, shape, kernel, stride, padding)
+    with standard_only():
+        y2, indices2 = max_pool2d(xp.asarray(x), kernel, stride, padding)
+        gx2 = max_pool2d_backward(gy, indices2, shape, kernel, stride, padding)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(indices, indices2)
+    assert indices.dtype == indices2.dtype == np.int8
+    np.testing.assert_array_equal(gx, gx2)
+    assert gx.dtype == gx2.dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dtype_and_namespace_are_kept(backend, rng, dtype):
+    xp = backend.xp
+    x = backend.asarray(rng.standard_normal((2, 3, 6, 6)), dtype=dtype)
+    y, indices = max_pool2d(x, 3, 2, 1)
+    outputs = [
+        y,
+        max_pool2d_backward(xp.ones_like(y), indices, (2, 3, 6, 6), 3, 2, 1),
+        avg_pool2d(x, 3, 2, 1),
+        avg_pool2d_backward(xp.ones_like(y), (2, 3, 6, 6), 3, 2, 1),
+        adaptive_avg_pool2d(x),
+        adaptive_avg_pool2d_backward(xp.ones((2, 3, 1, 1), dtype=x.dtype), (2, 3, 6, 6)),
+    ]
+    for out in outputs:
+        assert out.dtype == getattr(xp, dtype)
+        assert backends.namespace_name(out) == backend.name
+    assert xp.isdtype(indices.dtype, "signed integer")
+
+
+def test_large_windows_use_wider_indices(backend, rng):
+    x = backend.asarray(rng.standard_normal((1, 1, 12, 12)), dtype="float32")
+    y, indices = max_pool2d(x, 12)
+    assert indices.dtype == backend.xp.int32
+    host = backend.to_numpy(x)
+    assert int(backend.to_numpy(indices)[0, 0, 0, 0]) == int(np.argmax(host))
+    assert float(backend.to_numpy(y)[0, 0, 0, 0]) == float(host.max())
+
+
+def test_non_contiguous_input_gives_identical_results(rng):
+    host = rng.standard_normal((2, 3, 8, 10)).astype(np.float32)
+    transposed = np.ascontiguousarray(host.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    sliced = np.pad(host, ((0, 0), (0, 0), (1, 1), (2, 2)))[:, :, 1:-1, 2:-2]
+    assert not transposed.flags.c_contiguous and not sliced.flags.c_contiguous
+    gy = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    for kernel, stride, padding in [(2, None, 0), (3, 2, 1)]:
+        y, idx = max_pool2d(host, kernel, stride, padding)
+        gx = max_pool2d_backward(
+            gy[:, :, : y.shape[2], : y.shape[3]], idx, host.shape, kernel, stride, padding
+        )
+        for other in (transposed, sliced):
+            y2, idx2 = max_pool2d(other, kernel, stride, padding)
+            np.testing.assert_array_equal(y, y2)
+            np.testing.assert_array_equal(idx, idx2)
+            np.testing.assert_array_equal(
+                avg_pool2d(host, kernel, stride, padding),
+                avg_pool2d(other, kernel, stride, padding),
+            )
+        strided_gy = np.ascontiguousarray(gy[:, :, : y.shape[2], : y.shape[3]].T).T
+        np.testing.assert_array_equal(
+            gx, max_pool2d_backward(strided_gy, idx, host.shape, kernel, stride, padding)
+        )
+
+
+def test_constant_input_routes_each_window_to_its_first_pixel(backend):
+    x = backend.asarray(np.full((1, 1, 4, 4), 7.0, dtype=np.float32))
+    y, indices = max_pool2d(x, 2, 1)
+    gx = max_pool2d_backward(backend.xp.ones_like(y), indices, (1, 1, 4, 4), 2, 1)
+    assert np.all(backend.to_numpy(indices) == 0)
+    # Each 2x2/stride-1 window's first pixel is its top-left: the top-left 3x3 block.
+    expected = np.zeros((4, 4), dtype=np.float32)
+    expected[:3, :3] = 1.0
+    np.testing.assert_array_equal(backend.to_numpy(gx)[0, 0], expected)
+
+
+def test_padding_never_wins_and_never_gives_infinity(backend):
+    host = -np.arange(1, 26, dtype=np.float32).reshape(1, 1, 5, 5) * 1e30
+    y, _ = max_pool2d(backend.asarray(host), 3, 2, 1)
+    expected = TF.max_pool2d(torch.from_numpy(host), 3, 2, 1).numpy()
+    out = backend.to_numpy(y)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_nan_propagates(backend):
+    host = np.zeros((1, 1, 4, 4), dtype=np.float32)
+    host[0, 0, 1, 2] = np.nan
+    y, _ = max_pool2d(backend.asarray(host), 2)
+    assert np.isnan(backend.to_numpy(y)[0, 0, 0, 1])
+    assert not np.isnan(backend.to_numpy(y)[0, 0, 1, 1])
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "message"),
+    [
+        ((2, 6, 6), {}, r"max_pool2d: expected a 4-D input \(N, C, H, W\), got shape \(2, 6, 6\)"),
+        ((1, 1, 6, 6), {"padding": 2}, r"padding \(2, 2\) must be at most half the kernel size"),
+        ((1, 1, 1, 6), {}, r"non-positive output size \(0, 3\)"),
+        ((1, 1, 6, 6), {"stride": 0}, "stride must be positive"),
+        ((1, 1, 6, 6), {"padding": -1}, "padding must be non-negative"),
+    ],
+)
+def test_bad_arguments_raise(backend, shape, kwargs, message):
+    x = backend.xp.zeros(shape, dtype=backend.xp.float32)
+    with pytest.raises(ValueError, match=message):
+        max_pool2d(x, 2, **kwargs)
+    with pytest.raises(ValueError, match=message.replace("max_pool2d", "avg_pool2d")):
+        avg_pool2d(x, 2, **kwargs)
+
+
+def test_bad_kernel_and_dtype_raise(backend):
+    xp = backend.xp
+    with pytest.raises(ValueError, match="kernel_size must be positive"):
+        max_pool2d(xp.zeros((1, 1, 4, 4), dtype=xp.float32), 0)
+    with pytest.raises(TypeError, match="kernel_size must be an int or a pair"):
+        avg_pool2d(xp.zeros((1, 1, 4, 4), dtype=xp.float32), 2.0)
+    with pytest.raises(TypeError, match="max_pool2d: expected a floating-point input"):
+        max_pool2d(xp.zeros((1, 1, 4, 4), dtype=xp.int64), 2)
+
+
+def test_backward_shape_mismatch_raises(backend):
+    xp = backend.xp
+    y, indices = max_pool2d(xp.zeros((2, 3, 6, 6), dtype=xp.float32), 2)
+    with pytest.raises(
+        ValueError,
+        match=r"grad_output has shape \(2, 3, 2, 2\), expected "
+        r"\(2, 3, 3, 3\)",
+    ):
+        max_pool2d_backward(xp.zeros((2, 3, 2, 2), dtype=xp.float32), indices, (2, 3, 6, 6), 2)
+    with pytest.raises(ValueError, match="indices have shape"):
+        max_pool2d_backward(y, indices[:1, ...], (2, 3, 6, 6), 2)
+    with pytest.raises(ValueError, match="avg_pool2d_backward: grad_output has shape"):
+        avg_pool2d_backward(y, (2, 3, 8, 8), 2)
+    with pytest.raises(ValueError, match="adaptive_avg_pool2d_backward: grad_output"):
+        adaptive_avg_pool2d_backward(y, (2, 3, 6, 6))
+
+
+@pytest.mark.parametrize("size", [2, (2, 2), (1, 2), None, True])
+def test_adaptive_avg_pool2d_only_global(backend, size):
+    x = backend.xp.zeros((1, 1, 4, 4), dtype=backend.xp.float32)
+    with pytest.raises(ValueError, match="only global average pooling is supported"):
+        adaptive_avg_pool2d(x, size)
+
+
+def test_adaptive_avg_pool2d_rank(backend):
+    with pytest.raises(ValueError, match="adaptive_avg_pool2d: expected a 4-D input"):
+        adaptive_avg_pool2d(backend.xp.zeros((3, 4, 4), dtype=backend.xp.float32))
