@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import xcnn
@@ -91,8 +92,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--resume needs --checkpoint PATH")
     if args.data_dir is not None and not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} does not exist or is not a directory")
-    if args.model == "resnet20" and args.dataset != "cifar10":
-        parser.error("--model resnet20 expects 32x32 RGB images: use --dataset cifar10")
     return args
 
 
@@ -109,12 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     backend = backends.use(args.backend).backend if args.backend else backends.current()
     xcnn.manual_seed(args.seed)
 
-    train_set = data.load_dataset(args.dataset, root=args.data_dir, train=True)
-    test_set = data.load_dataset(args.dataset, root=args.data_dir, train=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", data.SampleFallbackWarning)
+        train_set = data.load_dataset(args.dataset, root=args.data_dir, train=True)
+        if isinstance(train_set, data.FashionMNISTSample):  # fell back: test on the sample too
+            test_set = data.FashionMNISTSample(train=False)
+        else:
+            test_set = data.load_dataset(args.dataset, root=args.data_dir, train=False)
+    for notice in caught:
+        print(f"notice: {notice.message}", file=sys.stderr)
     channels, height = train_set.images.shape[1], train_set.images.shape[2]
 
+    # Chosen from the data actually loaded: offline, cifar10 falls back to the 1x28x28 sample.
+    is_cifar = channels == 3
     transform = None
-    if args.dataset == "cifar10":
+    if is_cifar:
         transform = data.transforms.Compose(
             [
                 data.transforms.RandomCrop(32, padding=4, rng=args.seed + 1),
@@ -125,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     train_loader = data.DataLoader(
         train_set, args.batch_size, shuffle=True, seed=args.seed, transform=transform
     )
-    eval_transform = (
-        data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD) if args.dataset == "cifar10" else None
-    )
+    eval_transform = data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD) if is_cifar else None
     test_loader = data.DataLoader(test_set, 1000, transform=eval_transform)
 
     kwargs = {"rng": args.seed, "in_channels": channels, "num_classes": train_set.num_classes}
