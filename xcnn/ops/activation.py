@@ -192,4 +192,6 @@ def tanh_backward(gy: Any, y: Any) -> Any:
     """Gradient of :func:`tanh`: ``gy * (1 - y^2)``; ``y`` is the forward OUTPUT."""
     _floating(y, "tanh_backward")
     _same_shape(gy, y, "tanh_backward", "output")
-    return gy * (1.0 - y * y)
+    # (1 - y)(1 + y) rather than 1 - y^2: near |y| = 1 the product is exact where
+    # the subtraction would cancel away the rounding of y^2.
+    return gy * ((1.0 - y) * (1.0 + y))

@@ -56,7 +56,7 @@ def _same_backend(a: Any, b: Any, who: str, names: tuple[str, str]) -> None:
     have, want = backends.namespace_name(b), backends.namespace_name(a)
     if have != want:
         raise TypeError(
-            f"{who}: {names[1]} is a {have} array but {names[0]} is a {want} array; "
+            f"{who}: {names[1]} is a {have} array but {names[0]} lives on {want}; "
             f"move {names[1]} with xcnn.backends.get({want!r}).asarray(...)"
         )
 
