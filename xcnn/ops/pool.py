@@ -425,7 +425,11 @@ def adaptive_avg_pool2d(x: Any, output_size: int | tuple[int, int] = 1) -> Any:
     if x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"{label}: expected a non-empty H x W, got shape {tuple(x.shape)}")
     _check_float(label, xp, x)
-    return xp.mean(x, axis=(2, 3), keepdims=True)
+    n, c, h, w = x.shape
+    # One contiguous axis: the summation order, hence the result, is the same for any
+    # memory layout of x (a reduction over strided axes may round differently).
+    means = xp.mean(xp.reshape(x, (n, c, h * w)), axis=2)
+    return xp.reshape(means, (n, c, 1, 1))
 
 
 def adaptive_avg_pool2d_backward(grad_output: Any, input_shape: tuple[int, ...]) -> Any:
