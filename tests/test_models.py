@@ -1,0 +1,123 @@
+"""The model zoo against PyTorch twins, and proof that LeNet-5 learns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xcnn
+from xcnn import data, models, nn, optim
+from xcnn.testing import to_torch
+
+torch = pytest.importorskip("torch")
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _compare_with_torch(backend, model, x_host, y_host, rtol=1e-4, atol=1e-5):
+    twin = to_torch(model)
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = backend.asarray(x_host), backend.asarray(y_host, dtype="int64")
+    loss = loss_fn(model(x), y)
+    model.backward(loss_fn.backward())
+
+    tx = torch.from_numpy(x_host)
+    t_logits = twin(tx)
+    t_loss = torch.nn.functional.cross_entropy(t_logits, torch.from_numpy(y_host))
+    t_loss.backward()
+
+    np.testing.assert_allclose(backend.to_numpy(loss), t_loss.item(), rtol=rtol, atol=atol)
+    t_params = dict(twin.named_parameters())
+    names = [name for name, _ in model.named_parameters()]
+    assert names == list(t_params)
+    for name, param in model.named_parameters():
+        np.testing.assert_allclose(
+            backend.to_numpy(param.grad),
+            t_params[name].grad.numpy(),
+            rtol=rtol,
+            atol=atol,
+            err_msg=f"gradient of {name}",
+        )
+    return twin, t_logits
+
+
+def test_lenet5_matches_torch(backend, rng):
+    """Same logits, loss and parameter gradients as an identical torch.nn.Sequential."""
+    model = models.lenet5(rng=0)
+    assert sum(int(np.prod(p.shape)) for p in model.parameters()) == 61706
+    x = rng.random((16, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 16)
+    _, t_logits = _compare_with_torch(backend, model, x, y)
+    model.eval()
+    logits = backend.to_numpy(model(backend.asarray(x)))
+    np.testing.assert_allclose(logits, t_logits.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_simple_cnn_matches_torch_in_eval_mode(backend, rng):
+    model = models.simple_cnn(rng=1).eval()
+    twin = to_torch(model)
+    x = rng.random((4, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(
+        backend.to_numpy(model(backend.asarray(x))),
+        twin(torch.from_numpy(x)).detach().numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_resnet20_matches_torch(backend, rng):
+    """Batch norm, residual blocks and projection shortcuts, train-mode gradients too."""
+    model = models.resnet20(rng=2)
+    n_params = sum(int(np.prod(p.shape)) for p in model.parameters())
+    assert 270_000 < n_params < 275_000  # the paper's 0.27M
+    x = rng.random((2, 3, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 10, 2)
+    twin, _ = _compare_with_torch(backend, model, x, y, rtol=1e-3, atol=1e-4)
+    t_state = twin.state_dict()
+    assert sorted(model.state_dict()) == sorted(t_state)
+    for name, value in model.state_dict().items():
+        if "running" in name:
+            np.testing.assert_allclose(value, t_state[name].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_same_weights_on_every_backend(backend):
+    reference = models.lenet5(rng=5).to("numpy").state_dict()
+    for key, value in models.lenet5(rng=5).state_dict().items():
+        np.testing.assert_array_equal(value, reference[key], err_msg=key)
+    xcnn.manual_seed(9)
+    a = models.lenet5().state_dict()
+    xcnn.manual_seed(9)
+    b = models.lenet5().state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _learning_problem():
+    """A real Fashion-MNIST subset when installed, else the embedded real sample."""
+    if (FASHION / "train-labels-idx1-ubyte.gz").exists():
+        ds = data.FashionMNIST(root=FASHION, train=True, download=False)
+    else:
+        ds = data.FashionMNISTSample(train=True)
+    return ds.images[:2048], ds.labels[:2048]
+
+
+def test_lenet5_learns(backend):
+    """200 SGD steps cut the training loss by more than half."""
+    images, labels = _learning_problem()
+    ds = data.ArrayDataset(images, labels, [str(i) for i in range(10)])
+    loader = data.DataLoader(ds, 32, shuffle=True, seed=0)
+    model = models.lenet5(rng=0)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    losses = []
+    while len(losses) < 200:
+        for x, y in loader:
+            opt.zero_grad()
+            losses.append(float(backend.to_numpy(loss_fn(model(x), y))))
+            model.backward(loss_fn.backward())
+            opt.step()
+            if len(losses) == 200:
+                break
+    first, last = np.mean(losses[:20]), np.mean(losses[-20:])
+    assert last < first / 2, (first, last)
