@@ -1,8 +1,29 @@
 """Stateful layers, containers and losses (see ``xcnn.nn.module`` for the contract)."""
 
 from xcnn.nn import init
+from xcnn.nn.activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from xcnn.nn.containers import Residual, Sequential
 from xcnn.nn.conv import Conv2d
+from xcnn.nn.dropout import Dropout
+from xcnn.nn.flatten import Flatten
+from xcnn.nn.linear import Linear
+from xcnn.nn.loss import CrossEntropyLoss, MSELoss
 from xcnn.nn.module import Module, Parameter
 
-__all__ = ["Conv2d", "Module", "Parameter", "Residual", "Sequential", "init"]
+__all__ = [
+    "Conv2d",
+    "CrossEntropyLoss",
+    "Dropout",
+    "Flatten",
+    "LeakyReLU",
+    "Linear",
+    "MSELoss",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Module",
+    "Parameter",
+    "Residual",
+    "Sequential",
+    "init",
+]

@@ -7,7 +7,52 @@ lacks (strided views, scatter-add, CUDA kernels) sits behind a dispatcher in
 
 from xcnn.ops._dispatch import standard_only
 from xcnn.ops._shapes import output_size
+from xcnn.ops.activation import (
+    leaky_relu,
+    leaky_relu_backward,
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    tanh,
+    tanh_backward,
+)
 from xcnn.ops.conv import conv2d, conv2d_backward
+from xcnn.ops.dropout import dropout, dropout_backward
 from xcnn.ops.im2col import col2im, im2col
+from xcnn.ops.linear import linear, linear_backward
+from xcnn.ops.loss import (
+    log_softmax,
+    mse_loss,
+    mse_loss_backward,
+    softmax,
+    softmax_cross_entropy,
+    softmax_cross_entropy_backward,
+)
 
-__all__ = ["im2col", "conv2d_backward", "conv2d", "col2im", "output_size", "standard_only"]
+__all__ = [
+    "dropout",
+    "dropout_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "linear",
+    "linear_backward",
+    "log_softmax",
+    "mse_loss",
+    "mse_loss_backward",
+    "relu",
+    "relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "softmax",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_backward",
+    "tanh",
+    "tanh_backward",
+    "im2col",
+    "conv2d_backward",
+    "conv2d",
+    "col2im",
+    "output_size",
+    "standard_only",
+]
