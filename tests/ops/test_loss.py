@@ -174,6 +174,18 @@ def test_any_integer_target_dtype_gives_the_same_loss(backend, rng, target_dtype
     assert float(_host(backend, other)) == float(_host(backend, reference))
 
 
+def test_uint8_targets_with_more_classes_than_uint8_holds(backend, rng):
+    logits = backend.asarray(rng.standard_normal((3, 300)), dtype="float32")
+    targets = backend.asarray(np.array([0, 255, 17]), dtype="uint8")
+    loss, _ = F.softmax_cross_entropy(logits, targets)
+    expected = -np.mean(
+        torch.log_softmax(torch.from_numpy(_host(backend, logits)), 1).numpy()[
+            [0, 1, 2], [0, 255, 17]
+        ]
+    )
+    np.testing.assert_allclose(float(_host(backend, loss)), expected, rtol=1e-6)
+
+
 def test_non_contiguous_logits_give_identical_results(backend, rng):
     host = rng.standard_normal((4, 6)).astype(np.float32)
     transposed_back = np.ascontiguousarray(host.T).T

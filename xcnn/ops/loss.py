@@ -146,8 +146,10 @@ def _check_cross_entropy(logits: Any, targets: Any, who: str) -> None:
             f"{who}: expected integer class-index targets (e.g. int64), got dtype "
             f"{backends.dtype_name(targets.dtype)}; class probabilities are not supported"
         )
-    if bool(xp.any((targets < 0) | (targets >= c))):
-        low, high = int(xp.min(targets)), int(xp.max(targets))
+    # int64 first: C may not fit a narrow label dtype such as uint8.
+    labels = xp.astype(targets, xp.int64, copy=False)
+    if bool(xp.any((labels < 0) | (labels >= c))):
+        low, high = int(xp.min(labels)), int(xp.max(labels))
         raise ValueError(
             f"{who}: expected targets in [0, {c}) for {c} classes, got values in [{low}, {high}]"
         )
