@@ -62,7 +62,9 @@ def _convert(m: nn.Module, torch: Any) -> Any:
         return tnn.LeakyReLU(m.negative_slope)
     if name == "Dropout":
         return tnn.Dropout(m.p)
-    if name in ("ReLU", "Sigmoid", "Tanh", "Flatten"):
+    if name == "Flatten":
+        return tnn.Flatten(m.start_dim, m.end_dim)
+    if name in ("ReLU", "Sigmoid", "Tanh"):
         return getattr(tnn, name)()
     raise TypeError(f"to_torch: no PyTorch equivalent known for {name}")
 
