@@ -209,3 +209,11 @@ def test_bad_arguments_raise(backend, rng):
         batch_norm_eval(x, cache.mean, cache.var[:1], gamma, beta)
     with pytest.raises(ValueError, match="batch_norm_eval_backward: grad_output has shape"):
         batch_norm_eval_backward(x[:2, ...], x, cache.mean, cache.var, gamma)
+
+
+def test_output_never_aliases_the_cache(backend, rng):
+    x, _, _ = arrays(backend, rng, (4, 3))
+    y, cache = batch_norm_train(x)
+    before = backend.to_numpy(cache.x_hat).copy()
+    y *= 2.0
+    np.testing.assert_array_equal(backend.to_numpy(cache.x_hat), before)

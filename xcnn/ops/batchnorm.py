@@ -122,11 +122,13 @@ def check_batch(label: str, shape: tuple[int, ...]) -> None:
 
 
 def _affine(x_hat: Any, gamma: Any, beta: Any) -> Any:
-    y = x_hat
+    """``gamma * x_hat + beta`` as a new array (x_hat is cached: never hand it out)."""
     if gamma is not None:
-        y = y * _per_channel(gamma, x_hat.ndim)
+        y = x_hat * _per_channel(gamma, x_hat.ndim)
+    else:
+        y = array_namespace(x_hat).asarray(x_hat, copy=True)
     if beta is not None:
-        y = y + _per_channel(beta, x_hat.ndim)
+        y += _per_channel(beta, x_hat.ndim)
     return y
 
 
@@ -166,10 +168,11 @@ def batch_norm_train(
     xp = array_namespace(x)
     axes = _axes(x)
     mean = xp.mean(x, axis=axes, keepdims=True)
-    centered = x - mean
-    var = xp.mean(centered * centered, axis=axes, keepdims=True)
+    x_hat = x - mean
+    var = xp.mean(x_hat * x_hat, axis=axes, keepdims=True)
     inv_std = 1.0 / xp.sqrt(var + eps)
-    x_hat = centered * inv_std
+    # In place on arrays made here: full-size passes and allocations are the cost.
+    x_hat *= inv_std
     channels = (x.shape[1],)
     cache = BatchNormCache(
         x_hat,
@@ -214,8 +217,11 @@ def batch_norm_backward(
     ggamma = xp.sum(grad_output * x_hat, axis=axes)
     scale = cache.inv_std if gamma is None else gamma * cache.inv_std
     per_value = 1.0 / values_per_channel(tuple(x_hat.shape))
-    correction = (_per_channel(gbeta, ndim) + x_hat * _per_channel(ggamma, ndim)) * per_value
-    gx = _per_channel(scale, ndim) * (grad_output - correction)
+    # gx = scale * (gy - x_hat * ggamma/M - gbeta/M), one allocation, in-place passes.
+    gx = x_hat * _per_channel(-ggamma * per_value, ndim)
+    gx += grad_output
+    gx -= _per_channel(gbeta * per_value, ndim)
+    gx *= _per_channel(scale, ndim)
     return gx, ggamma, gbeta
 
 
@@ -257,7 +263,9 @@ def batch_norm_eval(
     shift = -running_mean * scale
     if beta is not None:
         shift = shift + beta
-    return x * _per_channel(scale, x.ndim) + _per_channel(shift, x.ndim)
+    y = x * _per_channel(scale, x.ndim)
+    y += _per_channel(shift, x.ndim)
+    return y
 
 
 def batch_norm_eval_backward(
