@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device
 
+from xcnn import backends
 from xcnn.ops._dispatch import fast_path
 from xcnn.ops._shapes import output_size, pair
 
@@ -135,7 +136,8 @@ def index_dtype(xp: Any, window: int) -> Any:
 
 def _check_float(label: str, xp: Any, x: Any) -> None:
     if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(f"{label}: expected a floating-point input, got dtype {x.dtype}")
+        dtype = backends.dtype_name(x.dtype)
+        raise TypeError(f"{label}: expected a floating-point input, got dtype {dtype}")
 
 
 def _check_grad(label: str, grad_output: Any, input_shape: tuple[int, ...], g: PoolGeometry):
