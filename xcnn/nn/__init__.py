@@ -2,6 +2,7 @@
 
 from xcnn.nn import init
 from xcnn.nn.activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from xcnn.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from xcnn.nn.containers import Residual, Sequential
 from xcnn.nn.conv import Conv2d
 from xcnn.nn.dropout import Dropout
@@ -9,8 +10,14 @@ from xcnn.nn.flatten import Flatten
 from xcnn.nn.linear import Linear
 from xcnn.nn.loss import CrossEntropyLoss, MSELoss
 from xcnn.nn.module import Module, Parameter
+from xcnn.nn.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
 __all__ = [
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "MaxPool2d",
     "Conv2d",
     "CrossEntropyLoss",
     "Dropout",

@@ -17,6 +17,13 @@ from xcnn.ops.activation import (
     tanh,
     tanh_backward,
 )
+from xcnn.ops.batchnorm import (
+    batch_norm_backward,
+    batch_norm_eval,
+    batch_norm_eval_backward,
+    batch_norm_train,
+    batch_norm_update_running,
+)
 from xcnn.ops.conv import conv2d, conv2d_backward
 from xcnn.ops.dropout import dropout, dropout_backward
 from xcnn.ops.im2col import col2im, im2col
@@ -29,8 +36,27 @@ from xcnn.ops.loss import (
     softmax_cross_entropy,
     softmax_cross_entropy_backward,
 )
+from xcnn.ops.pool import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
 
 __all__ = [
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "batch_norm_backward",
+    "batch_norm_eval",
+    "batch_norm_eval_backward",
+    "batch_norm_train",
+    "batch_norm_update_running",
+    "max_pool2d",
+    "max_pool2d_backward",
     "dropout",
     "dropout_backward",
     "leaky_relu",
