@@ -99,17 +99,17 @@ def _basic_block(
     """conv3x3-BN-ReLU-conv3x3-BN plus the shortcut, then ReLU (He et al., 2016)."""
     body = nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, rng=g, dtype=dtype),
-        nn.BatchNorm2d(out_channels),
+        nn.BatchNorm2d(out_channels, dtype=dtype),
         nn.ReLU(),
         nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, rng=g, dtype=dtype),
-        nn.BatchNorm2d(out_channels),
+        nn.BatchNorm2d(out_channels, dtype=dtype),
     )
     shortcut = None
     if stride != 1 or in_channels != out_channels:
         # Projection shortcut ("option B"): a strided 1x1 convolution matches the shape.
         shortcut = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 1, stride, bias=False, rng=g, dtype=dtype),
-            nn.BatchNorm2d(out_channels),
+            nn.BatchNorm2d(out_channels, dtype=dtype),
         )
     return nn.Sequential(nn.Residual(body, shortcut), nn.ReLU())
 
@@ -130,7 +130,7 @@ def resnet20(
     g = backends.host_rng(rng)
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False, rng=g, dtype=dtype),
-        nn.BatchNorm2d(16),
+        nn.BatchNorm2d(16, dtype=dtype),
         nn.ReLU(),
     ]
     channels = 16

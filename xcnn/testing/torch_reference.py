@@ -57,7 +57,13 @@ def _convert(m: nn.Module, torch: Any) -> Any:
     if name == "AdaptiveAvgPool2d":
         return tnn.AdaptiveAvgPool2d(1)
     if name in ("BatchNorm1d", "BatchNorm2d"):
-        return getattr(tnn, name)(m.num_features, eps=m.eps, momentum=m.momentum)
+        return getattr(tnn, name)(
+            m.num_features,
+            eps=m.eps,
+            momentum=m.momentum,
+            affine=m.affine,
+            track_running_stats=m.track_running_stats,
+        )
     if name == "LeakyReLU":
         return tnn.LeakyReLU(m.negative_slope)
     if name == "Dropout":
