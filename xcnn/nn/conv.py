@@ -127,7 +127,7 @@ class Conv2d(Module):
         return f"Conv2d({self.in_channels}->{self.out_channels})"
 
     def forward(self, x: Any) -> Any:
-        """Convolve ``x`` of shape ``(N, in_channels, H, W)``; caches ``(x, cols)`` if training."""
+        """Convolve ``x`` of shape ``(N, in_channels, H, W)``; keeps the cache if training."""
         self._check_backend(x)
         shape = tuple(x.shape)
         if len(shape) != 4:

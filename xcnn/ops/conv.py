@@ -16,10 +16,17 @@ Gradients, with ``gY = grad_output`` viewed as ``(N, G, Og, L)``::
     gx    = col2im(gcols)                      (N, C, H, W)
 
 Cache: ``conv2d(..., return_cols=True)`` also returns ``cols``; pass it to
-``conv2d_backward(..., cols=cols)`` so backward does not unfold ``x`` again (it
-is needed for ``gW``). ``nn.Conv2d`` keeps it between its forward and backward.
-Backward can skip ``gx`` (``input_grad=False``, e.g. for a model's first layer,
-whose input needs no gradient) and ``gb`` (``bias=False``, as in ``linear_backward``).
+``conv2d_backward(..., cols=cols)`` so backward does not unfold ``x`` again (``gW``
+needs it). ``nn.Conv2d`` keeps it between its forward and backward. Backward can
+skip ``gx`` (``input_grad=False``, e.g. for a model's first layer, whose input needs
+no gradient) and ``gb`` (``bias=False``, as in ``linear_backward``).
+
+Why this layout: the products above are matmuls batched over N on small
+``(K, L)`` matrices, which were the fastest BLAS shapes we measured (they also map
+to one strided-batched cuBLAS call on CuPy). The one fast path here is NumPy's
+``gx``: ``_conv_numpy`` computes ``gcols`` and its fold batch-last, because NumPy's
+slice-adds in col2im are slow on OW-long runs (see that file). Everything else uses
+im2col/col2im, which have their own NumPy and CuPy fast paths.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from xcnn import backends
+from xcnn.ops._dispatch import fast_path
 from xcnn.ops.im2col import Geometry, col2im, geometry, im2col
 
 __all__ = ["conv2d", "conv2d_backward"]
@@ -105,7 +113,7 @@ def conv2d(
     groups : int
         ``C`` and ``O`` are split into ``groups`` independent convolutions.
     return_cols : bool
-        Also return the unfolded input (the cache for :func:`conv2d_backward`).
+        Also return the unfolded input, the cache :func:`conv2d_backward` accepts.
 
     Returns
     -------
@@ -128,7 +136,8 @@ def conv2d(
     cols = im2col(x, (g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
     y = _weight_times_cols(xp, weight, cols, groups)
     if bias is not None:
-        y = y + xp.reshape(bias, (1, out_channels, 1))
+        # In place: y is our own fresh matmul result, so this saves a full output copy.
+        y += xp.reshape(bias, (1, out_channels, 1))
     y = xp.reshape(y, (n, out_channels, g.oh, g.ow))
     return (y, cols) if return_cols else y
 
@@ -164,9 +173,10 @@ def conv2d_backward(
     grad_output : array, shape (N, O, OH, OW)
         Gradient of the loss with respect to the convolution's output.
     x, weight, stride, padding, dilation, groups
-        The forward pass's arguments (``x`` gives the input shape when ``cols`` is given).
+        The forward pass's arguments (``x`` only gives the input shape when ``cols`` is given).
     cols : array, shape (N, C*KH*KW, OH*OW), optional
-        The cache from ``conv2d(..., return_cols=True)``; recomputed from ``x`` if absent.
+        The cache from ``conv2d(..., return_cols=True)`` on the same arguments; without
+        it ``x`` is unfolded again.
     input_grad : bool
         False skips ``grad_x`` (returned as ``None``), e.g. for a model's first layer.
     bias : bool
@@ -213,7 +223,7 @@ def conv2d_backward(
     elif tuple(cols.shape) != (n, rows, length):
         raise ValueError(
             f"conv2d_backward: expected cols of shape {(n, rows, length)} (from "
-            f"conv2d(..., return_cols=True)), got {tuple(cols.shape)}"
+            f"conv2d(..., return_cols=True) on this input), got {tuple(cols.shape)}"
         )
 
     og, kg = out_channels // groups, rows // groups
@@ -228,15 +238,14 @@ def conv2d_backward(
     grad_bias = xp.reshape(xp.sum(gy, axis=(0, 3)), (out_channels,)) if bias else None
 
     grad_x = None
-    if input_grad:
+    input_shape = (n, channels, int(x.shape[2]), int(x.shape[3]))
+    if input_grad and fast_path(xp) == "numpy":
+        from xcnn.ops import _conv_numpy
+
+        grad_x = _conv_numpy.grad_input(grad_output, weight, input_shape, groups, g)
+    elif input_grad:
         wm = xp.reshape(weight, (groups, og, kg))
         gcols = xp.matmul(xp.matrix_transpose(wm), gy)  # (N, G, K, L)
-        grad_x = col2im(
-            xp.reshape(gcols, (n, rows, length)),
-            (n, channels, int(x.shape[2]), int(x.shape[3])),
-            (g.kh, g.kw),
-            (g.sh, g.sw),
-            (g.ph, g.pw),
-            (g.dh, g.dw),
-        )
+        window = ((g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
+        grad_x = col2im(xp.reshape(gcols, (n, rows, length)), input_shape, *window)
     return grad_x, grad_weight, grad_bias
