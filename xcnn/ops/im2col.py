@@ -123,7 +123,7 @@ def im2col(
     Examples
     --------
     >>> import numpy as np
-    >>> from xcnn.ops import im2col
+    >>> from xcnn.ops.im2col import im2col
     >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
     >>> im2col(x, 2, stride=2)[0]
     array([[ 0.,  2.,  8., 10.],
@@ -172,7 +172,7 @@ def col2im(
     Examples
     --------
     >>> import numpy as np
-    >>> from xcnn.ops import col2im
+    >>> from xcnn.ops.im2col import col2im
     >>> col2im(np.ones((1, 4, 9), dtype=np.float32), (1, 1, 4, 4), 2)[0, 0]
     array([[1., 2., 2., 1.],
            [2., 4., 4., 2.],
