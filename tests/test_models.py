@@ -82,6 +82,23 @@ def test_resnet20_matches_torch(backend, rng):
             np.testing.assert_allclose(value, t_state[name].numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("builder", [models.lenet5, models.simple_cnn, models.resnet20])
+def test_first_layer_skips_the_input_gradient(backend, builder):
+    """Only the input layer skips it: every later conv must still pass its gradient on."""
+    model = builder(rng=0)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0] is model[0]
+    assert model[0].needs_input_grad is False
+    assert all(conv.needs_input_grad for conv in convs[1:])
+    channels = model[0].in_channels
+    side = 32 if builder is models.resnet20 else 28
+    x = backend.asarray(np.ones((2, channels, side, side), dtype=np.float32))
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn(model(x), backend.asarray(np.array([1, 2]), dtype="int64"))
+    assert model.backward(loss_fn.backward()) is None
+    assert model[0].weight.grad is not None
+
+
 def test_same_seed_same_weights_on_every_backend(backend):
     reference = models.lenet5(rng=5).to("numpy").state_dict()
     for key, value in models.lenet5(rng=5).state_dict().items():

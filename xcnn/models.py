@@ -4,6 +4,11 @@ Each builder takes ``rng=`` (an int seed or a ``numpy.random.Generator``;
 default: xcnn's generator, see ``xcnn.manual_seed``) and ``dtype=``. Layers draw
 their initial weights from that one generator in construction order, so a seed
 gives identical weights on every backend.
+
+The first convolution of each model has ``needs_input_grad = False``: nothing upstream
+of the input needs its gradient, so backward skips that layer's input gradient (the
+largest fold of the model), as PyTorch does for inputs that do not require grad.
+``model.backward`` then returns ``None``.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def lenet5(
     side = output_size(output_size(input_size, 5, 1, 2) // 2, 5, 1, 0) // 2
     if side < 1:
         raise ValueError(f"lenet5: input_size {input_size} is too small (needs at least 12)")
-    return nn.Sequential(
+    model = nn.Sequential(
         nn.Conv2d(in_channels, 6, 5, padding=2, rng=g, dtype=dtype),
         nn.ReLU(),
         nn.MaxPool2d(2),
@@ -59,6 +64,7 @@ def lenet5(
         nn.ReLU(),
         nn.Linear(84, num_classes, rng=g, dtype=dtype),
     )
+    return _input_layer_needs_no_grad(model)
 
 
 def simple_cnn(
@@ -78,7 +84,7 @@ def simple_cnn(
     side = input_size // 2 // 2
     if side < 1:
         raise ValueError(f"simple_cnn: input_size {input_size} is too small (needs at least 4)")
-    return nn.Sequential(
+    model = nn.Sequential(
         nn.Conv2d(in_channels, 32, 3, padding=1, rng=g, dtype=dtype),
         nn.ReLU(),
         nn.MaxPool2d(2),
@@ -91,6 +97,7 @@ def simple_cnn(
         nn.Dropout(0.5, rng=g),
         nn.Linear(512, num_classes, rng=g, dtype=dtype),
     )
+    return _input_layer_needs_no_grad(model)
 
 
 def _basic_block(
@@ -144,4 +151,10 @@ def resnet20(
         nn.Flatten(),
         nn.Linear(64, num_classes, rng=g, dtype=dtype),
     ]
-    return nn.Sequential(*layers)
+    return _input_layer_needs_no_grad(nn.Sequential(*layers))
+
+
+def _input_layer_needs_no_grad(model: nn.Sequential) -> nn.Sequential:
+    """Mark the model's first layer (a convolution) to skip its input gradient."""
+    model[0].needs_input_grad = False
+    return model
