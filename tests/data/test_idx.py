@@ -163,3 +163,28 @@ def test_gzip_bomb_sized_header_reads_only_what_exists(tmp_path):
 def test_missing_file_is_an_oserror(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_idx(tmp_path / "nope-idx")
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gz"])
+def test_shapes_numpy_cannot_hold_are_malformed_and_the_limits_are_exact(tmp_path, compress):
+    # 64 dims is NumPy's limit: one more is a malformed file, exactly 64 loads.
+    ones = np.ones(1, np.uint8)
+    path = put(tmp_path / "dims-idx", idx_bytes(ones, dims=(1,) * 65), compress)
+    with pytest.raises(ValueError, match=r"dims-idx.*65 dimensions, NumPy holds at most 64"):
+        read_idx(path)
+    path = put(tmp_path / "dims-idx", idx_bytes(ones, dims=(1,) * 64), compress)
+    assert read_idx(path).shape == (1,) * 64
+    # An empty shape whose other dims multiply past the largest intp (2**63 - 1 bytes).
+    empty = np.zeros(0, np.uint8)
+    too_big = (0, 2**32 - 1, 2**31 + 1)
+    path = put(tmp_path / "empty-idx", idx_bytes(empty, dims=too_big), compress)
+    with pytest.raises(ValueError, match=r"empty-idx.*\(0, 4294967295, 2147483649\): no elements"):
+        read_idx(path)
+    fits = (0, 2**32 - 1, 2**31)  # (2**32 - 1) * 2**31 < 2**63 bytes
+    path = put(tmp_path / "empty-idx", idx_bytes(empty, dims=fits), compress)
+    out = read_idx(path)
+    assert out.shape == fits and out.dtype == np.uint8
+    # Float64 elements are 8 bytes: the same dims no longer fit.
+    path = put(tmp_path / "empty-idx", idx_bytes(empty.astype(np.float64), dims=fits), compress)
+    with pytest.raises(ValueError, match=r"empty-idx.*no elements"):
+        read_idx(path)

@@ -10,7 +10,9 @@ Layout, all big-endian::
 
 The header is checked against the payload length *before* anything the header
 asks for is allocated, so a forged header (``dims = 2**32 - 1``) fails fast
-instead of exhausting memory.
+instead of exhausting memory. A header NumPy cannot represent at all (more than
+64 dims, or dims whose product overflows even though one of them is 0) is
+malformed too.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # header promises more than this many times its compressed size is truncated.
 _MAX_DEFLATE_RATIO = 1100
 _CHUNK = 1 << 22
+# NumPy (>= 2) arrays hold at most 64 dimensions; the IDX header allows 255.
+_MAX_NDIM = 64
 
 
 def _fail(path: Path, what: str) -> ValueError:
@@ -68,8 +72,21 @@ def _parse_header(stream: BinaryIO, path: Path) -> tuple[np.dtype, tuple[int, ..
         raise _fail(path, f"unknown element type 0x{type_code:02X} (valid: {valid})")
     if ndim == 0:
         raise _fail(path, "the header declares 0 dimensions")
-    shape = struct.unpack(f">{ndim}I", _read_exact(stream, 4 * ndim, path, "dimensions"))
-    return IDX_DTYPES[type_code], tuple(int(d) for d in shape), 4 + 4 * ndim
+    if ndim > _MAX_NDIM:
+        raise _fail(path, f"the header declares {ndim} dimensions, NumPy holds at most {_MAX_NDIM}")
+    dims = struct.unpack(f">{ndim}I", _read_exact(stream, 4 * ndim, path, "dimensions"))
+    dtype, shape = IDX_DTYPES[type_code], tuple(int(d) for d in dims)
+    # A file cannot hold more than an intp's worth of bytes, so a shape that large
+    # fails the size checks as truncated; but a zero dim makes the promised size 0,
+    # and NumPy still refuses the shape when its other dims multiply past intp.
+    nonzero = math.prod(d for d in shape if d)
+    if 0 in shape and nonzero * dtype.itemsize > np.iinfo(np.intp).max:
+        raise _fail(
+            path,
+            f"the header declares shape {shape}: no elements, but its non-zero dims "
+            f"multiply past the largest array NumPy can address",
+        )
+    return dtype, shape, 4 + 4 * ndim
 
 
 def _read_raw(stream: BinaryIO, path: Path, dtype: np.dtype, count: int, header: int) -> bytearray:
