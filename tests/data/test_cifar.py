@@ -193,3 +193,51 @@ def test_dataset_offline_error(tmp_path, dead_url, monkeypatch):
     assert dead_url + "cifar-10-binary.tar.gz" in message
     assert "c32a1d4ab5d03f1284b67883e8d87530" in message
     assert str(tmp_path / "cifar10") in message
+
+
+def test_an_archive_already_on_disk_is_checked_against_the_published_md5(tmp_path, monkeypatch):
+    body = make_tarball(good_members())
+    monkeypatch.setitem(
+        sources.RESOURCES,
+        "cifar10",
+        {
+            "archive": Resource(
+                "cifar-10-binary.tar.gz",
+                hashlib.md5(body, usedforsecurity=False).hexdigest(),
+                len(body),
+            )
+        },
+    )
+    monkeypatch.setattr(cifar, "CIFAR10_RECORDS_PER_FILE", 2)
+    # No mirror is reachable: the archive on disk is all there is.
+    monkeypatch.setitem(sources.MIRRORS, "cifar10", ["http://127.0.0.1:9/"])
+    target = tmp_path / "cifar10"
+    target.mkdir()
+    archive = target / "cifar-10-binary.tar.gz"
+    flipped = bytearray(body)
+    flipped[len(flipped) // 2] ^= 0x01  # same size: only the MD5 can tell
+    archive.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=r"cifar-10-binary\.tar\.gz' does not match.*md5"):
+        CIFAR10(root=tmp_path, train=False)
+    assert archive.read_bytes() == bytes(flipped), "the user's file must be kept"
+    assert not (target / "cifar-10-batches-bin" / "test_batch.bin").exists()
+    archive.write_bytes(body[:-1])
+    with pytest.raises(ValueError, match=rf"does not match.*{len(body) - 1} bytes"):
+        CIFAR10(root=tmp_path, train=False)
+    archive.write_bytes(body)
+    test = CIFAR10(root=tmp_path, train=False)
+    assert test.images.shape == (2, 3, 32, 32) and not archive.exists()
+
+
+def test_a_crc_mismatch_is_caught_and_leaves_dest_as_it_was(tmp_path):
+    """Random pixels are stored nearly verbatim: a flipped byte still parses as tar."""
+    body = bytearray(make_tarball(good_members()))
+    body[len(body) // 2] ^= 0x01
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(bytes(body))
+    dest = tmp_path / "out"
+    write_batches(dest, per_file=1)  # an earlier extraction, to be left alone
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    with pytest.raises(ValueError, match=r"corrupt CIFAR-10 archive '.*a\.tar\.gz'.*CRC"):
+        extract_cifar10(archive, dest, records_per_file=2)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before

@@ -169,7 +169,7 @@ def test_mutated_archive_extracts_exactly_or_fails_cleanly(tmp_path, no_hang, dr
 
 
 def test_dataset_refuses_a_corrupted_archive_already_on_disk(tmp_path, monkeypatch):
-    """An archive found on disk is extracted without its MD5; the gzip CRC must still hold."""
+    """An archive found on disk is checked (published size and MD5) before it is extracted."""
     monkeypatch.setattr(cifar, "CIFAR10_RECORDS_PER_FILE", 1)
     corrupt = bytearray(ARCHIVE)
     # Random pixels do not compress, so the middle byte is a stored pixel of some batch.

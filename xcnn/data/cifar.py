@@ -12,12 +12,11 @@ import gzip
 import os
 import shutil
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
-
-from xcnn.data._atomic import atomic_writer
 
 __all__ = [
     "CIFAR10_DIRNAME",
@@ -36,6 +35,7 @@ CIFAR10_DIRNAME = "cifar-10-batches-bin"
 #: Images per batch file in the real archive; members of another size are rejected.
 CIFAR10_RECORDS_PER_FILE = 10000
 _NUM_CLASSES = 10
+_CHUNK = 1 << 20
 
 
 def read_cifar10_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -86,8 +86,15 @@ def extract_cifar10(
     Only the expected members (``cifar-10-batches-bin/<name>.bin``), and only
     as regular files of the expected size, are written; every other member
     (``readme.html``, links, anything with ``..``) is ignored. Each file is
-    written atomically under ``dest`` with its bare name, so no member path is
-    ever joined onto the file system.
+    written under ``dest`` with its bare name, so no member path is ever
+    joined onto the file system.
+
+    Nothing lands in ``dest`` until the whole archive has checked out: the
+    batches are staged in a temporary directory inside ``dest``, the gzip
+    stream is read to its end so that its CRC-32 and length are verified
+    (``tarfile`` alone stops at the end-of-archive blocks and never gets
+    there), and only then are the batches renamed into place. A corrupt or
+    incomplete archive leaves ``dest`` as it was.
 
     Parameters
     ----------
@@ -107,18 +114,45 @@ def extract_cifar10(
     Raises
     ------
     ValueError
-        An expected member is missing, not a regular file, or of the wrong size.
+        The archive is corrupt (bad gzip data or CRC, broken tar), or an
+        expected member is missing, not a regular file, or of the wrong size;
+        the message names the archive.
     """
     archive, dest = Path(archive), Path(dest)
     names = CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES
     wanted = {f"{CIFAR10_DIRNAME}/{name}": name for name in names}
     expected_size = records_per_file * CIFAR10_RECORD_BYTES
-    done: set[str] = set()
+    dest.mkdir(parents=True, exist_ok=True)
+    # Inside dest, so that the final renames stay on one file system.
+    staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=dest))
     try:
-        with tarfile.open(archive, mode="r:gz") as tar:
+        try:
+            _stage_members(archive, staging, wanted, expected_size)
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise ValueError(f"corrupt CIFAR-10 archive {str(archive)!r}: {error}") from error
+        missing = sorted(name for name in names if not (staging / name).is_file())
+        if missing:
+            raise ValueError(
+                f"malformed CIFAR-10 archive {str(archive)!r}: missing members "
+                f"{', '.join(f'{CIFAR10_DIRNAME}/{m}' for m in missing)}"
+            )
+        for name in names:
+            os.replace(staging / name, dest / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def _stage_members(
+    archive: Path, staging: Path, wanted: dict[str, str], expected_size: int
+) -> None:
+    """Copy the wanted members into ``staging``, then read the gzip stream to its end."""
+    with gzip.open(archive, "rb") as stream:
+        # Stream mode ("r|"): members are read in order, nothing seeks back.
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 name = wanted.get(member.name)
-                if name is None or name in done:
+                if name is None or (staging / name).exists():
                     continue
                 if not member.isreg() or member.size != expected_size:
                     raise ValueError(
@@ -132,15 +166,11 @@ def extract_cifar10(
                     raise ValueError(
                         f"malformed CIFAR-10 archive {str(archive)!r}: cannot read {member.name!r}"
                     )
-                with source, atomic_writer(dest / name) as target:
-                    shutil.copyfileobj(source, target, 1 << 20)
-                done.add(name)
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
-        raise ValueError(f"corrupt CIFAR-10 archive {str(archive)!r}: {error}") from error
-    missing = sorted(set(wanted.values()) - done)
-    if missing:
-        raise ValueError(
-            f"malformed CIFAR-10 archive {str(archive)!r}: missing members "
-            f"{', '.join(f'{CIFAR10_DIRNAME}/{m}' for m in missing)}"
-        )
-    return dest
+                with source, open(staging / name, "xb") as target:
+                    shutil.copyfileobj(source, target, _CHUNK)
+                    target.flush()
+                    os.fsync(target.fileno())
+        # Whatever follows the end-of-archive blocks (padding, the gzip trailer):
+        # reading it is what makes gzip compare the CRC-32 and length.
+        while stream.read(_CHUNK):
+            pass

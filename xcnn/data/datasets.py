@@ -15,7 +15,9 @@ Where files are looked for, for ``root`` (default ``$XCNN_DATA``, else
    redistributors recompress them.
 2. Otherwise, with ``download=True``, the files are fetched from
    :data:`xcnn.data.sources.MIRRORS` into ``root/<name>``, checked against the
-   published size and MD5, and written atomically.
+   published size and MD5, and written atomically. A CIFAR-10 archive already
+   in ``root/cifar10`` (e.g. copied there by hand) is checked against the
+   published size and MD5 too before it is extracted.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from xcnn.data import cifar, sources
-from xcnn.data.download import DatasetNotAvailable, Resource, download_file
+from xcnn.data.download import DatasetNotAvailable, Resource, download_file, md5sum
 from xcnn.data.idx import read_idx
 
 __all__ = [
@@ -167,6 +169,22 @@ def _fetch_all(
                 f"{title} ({split} split): cannot write {dest} ({error}).\n"
                 + _describe_files(name, resources, target)
             ) from error
+
+
+def _verify_archive(title: str, archive: Path, resource: Resource) -> None:
+    """Raise unless ``archive`` has the published size and MD5 of ``resource``."""
+    size = archive.stat().st_size
+    if resource.size is not None and size != resource.size:
+        found = f"{size} bytes, expected {resource.size}"
+    else:
+        digest = md5sum(archive)
+        if digest == resource.md5:
+            return
+        found = f"md5 {digest}, expected {resource.md5}"
+    raise ValueError(
+        f"{title} archive {str(archive)!r} does not match the published file ({found}): "
+        "it is corrupt or incomplete. Delete it to download it again."
+    )
 
 
 class _IDXDataset(ArrayDataset):
@@ -317,6 +335,16 @@ class CIFAR10(ArrayDataset):
         int64, ``(N,)``.
     classes : list of str
         ``["airplane", "automobile", ..., "truck"]``.
+
+    Raises
+    ------
+    DatasetNotAvailable
+        The batches are missing and cannot be downloaded.
+    ValueError
+        ``root/cifar10/cifar-10-binary.tar.gz`` is on disk but does not have
+        the published size and MD5 (it is kept; delete it to download again),
+        the archive is corrupt, or a batch is malformed; the message names
+        the file.
     """
 
     key = "cifar10"
@@ -343,8 +371,12 @@ class CIFAR10(ArrayDataset):
         folder = self._find(root, names)
         if folder is None:
             target = root / self.key
+            resource = sources.RESOURCES[self.key]["archive"]
+            archive = target / resource.filename
+            on_disk = archive.is_file()
             _fetch_all(self.title, self.key, ["archive"], target, download, split)
-            archive = target / sources.RESOURCES[self.key]["archive"].filename
+            if on_disk:  # a download is verified as it arrives; a found file is not yet
+                _verify_archive(self.title, archive, resource)
             cifar.extract_cifar10(
                 archive, target / cifar.CIFAR10_DIRNAME, cifar.CIFAR10_RECORDS_PER_FILE
             )
