@@ -129,6 +129,35 @@ def test_fast_path_equals_standard_twin(backend, rng, dtype):
             np.testing.assert_allclose(backend.to_numpy(ours), backend.to_numpy(reference), **tol)
 
 
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"padding": 2},  # stride 1, few output channels: the wide layout
+        {"padding": (1, 0), "dilation": (2, 1), "groups": 2},
+        {"stride": (2, 1), "padding": 1},  # the strided-window unfold
+    ],
+    ids=["wide", "wide_dilated_groups", "strided"],
+)
+def test_numpy_chunks_equal_standard_twin(backend, rng, monkeypatch, window):
+    """The NumPy path cut into many chunks (the last one partial) equals the twin."""
+    if fast_path(backend.xp) != "numpy":
+        pytest.skip("the chunked path is NumPy's")
+    from xcnn.ops import _conv_numpy
+
+    # 1 to 5 images per chunk for these shapes: 7 images make 2 to 7 chunks, the last partial.
+    monkeypatch.setattr(_conv_numpy, "_CHUNK_BYTES", 2 * 4 * (8 + 4 * 9) * 9 * 12)
+    x = backend.asarray(rng.standard_normal((7, 4, 9, 10)), dtype="float32")
+    w = backend.asarray(rng.standard_normal((2, 4 // window.get("groups", 1), 3, 3)), "float32")
+    b = backend.asarray(rng.standard_normal(2), dtype="float32")
+    y = conv2d(x, w, b, **window)
+    gy = backend.asarray(rng.standard_normal(tuple(y.shape)), dtype="float32")
+    fast = (y, *conv2d_backward(gy, x, w, **window))
+    with standard_only():
+        twin = (conv2d(x, w, b, **window), *conv2d_backward(gy, x, w, **window))
+    for ours, reference in zip(fast, twin, strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+
+
 def test_cache_and_skipped_gradients(backend, rng):
     """Passing forward's cols changes nothing; input_grad/bias=False skip those results."""
     config = {

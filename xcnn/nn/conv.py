@@ -1,17 +1,20 @@
 """``Conv2d``: the convolution layer over ``xcnn.ops.conv2d`` (math in ``xcnn/ops/conv.py``).
 
-Forward keeps ``(x, cols)`` in training mode, so backward reuses the unfolded
-input for the weight gradient instead of running im2col twice.
+Forward keeps ``x`` in training mode, plus the unfolded input ``cols`` where backward
+reuses it (``xcnn.ops.conv.reuses_cols``: not on NumPy, whose fast path unfolds again
+chunk by chunk in cache, so a NumPy training step holds no ``cols``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import array_namespace
+
 from xcnn.nn import init
 from xcnn.nn.module import Module
 from xcnn.ops._shapes import output_size, pair
-from xcnn.ops.conv import conv2d, conv2d_backward
+from xcnn.ops.conv import conv2d, conv2d_backward, reuses_cols
 
 __all__ = ["Conv2d"]
 
@@ -158,7 +161,8 @@ class Conv2d(Module):
                 f"{self._label()}: input has dtype {x.dtype} but the parameters are "
                 f"{self.weight.dtype}; cast the input or call .to() on the layer"
             )
-        y, cols = conv2d(
+        keep_cols = self.training and reuses_cols(array_namespace(x))
+        y = conv2d(
             x,
             self.weight.data,
             None if self.bias is None else self.bias.data,
@@ -166,8 +170,9 @@ class Conv2d(Module):
             self.padding,
             self.dilation,
             self.groups,
-            return_cols=True,
+            return_cols=keep_cols,
         )
+        y, cols = y if keep_cols else (y, None)
         if self.training:
             self._cache = (x, cols)
         return y

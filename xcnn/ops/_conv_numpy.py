@@ -1,45 +1,195 @@
-"""NumPy fast path of conv2d's input gradient (reached only through ``xcnn.ops.conv``).
+"""NumPy fast path of conv2d and its gradients (reached only through ``xcnn.ops.conv``).
 
-The standard route is ``gcols = Wm^T @ gY`` in the ``(N, C*KH*KW, OH*OW)`` layout,
-then ``col2im``: KH*KW slice-adds whose contiguous runs are only OW long (10 for
-LeNet's second conv). NumPy pays a fixed cost per run, and for in-place adds it
-dominates: col2im took several times longer than the matmuls around it.
+Same math as ``xcnn/ops/conv.py``; what differs is the order of work.
 
-This path computes the same ``gx`` in a *batch-last* layout, where each run is
-OW*N long (stride 1) or N long, so the slice-adds run at memory speed::
+Forward and the weight gradient cut the batch into chunks of ``B`` images whose
+columns and matmul result fit in about 1 MB of cache: each chunk is unfolded and
+multiplied while cached, instead of writing the whole ``cols`` (10 MB for LeNet's
+first conv at batch 128) to memory and reading it back. Backward unfolds each chunk
+again rather than keeping ``cols`` from forward: an in-cache copy costs less than a
+read from memory, and a training step holds no ``cols`` at all. The bias rides in the
+matmul as an extra row of ones in ``cols`` (``[Wm | b] @ [cols; 1]``), so it costs no
+pass over ``y``.
 
-    gyT   = gY transposed per output channel:      (O, OH*OW*N)
-    gcols = Wm^T @ gyT  per group:  (G, K, Og) @ (G, Og, L*N) -> (C*KH*KW, OH*OW*N)
+Stride 1 with ``O < C*KH*KW`` uses a *wide* layout: each chunk is zero-padded into a
+flat ``(B, C, Hp*Wp + slack)`` buffer and the output is computed for all ``Wp``
+columns of each output row, the last ``Wp - OW`` of which are dropped::
+
+    cols[b, (c, i, j), l] = flat[b, c, i*DH*Wp + j*DW + l],   l = oh*Wp + w' < OH*Wp
+    y_wide = [Wm | b] @ [cols; 1]      (B, O, OH*Wp)  ->  y = y_wide[..., :OW]
+    gW^T  += sum_b cols[b] @ gy_wide[b]^T,    gy_wide = gY zero-extended to Wp columns
+
+so every kernel tap is one contiguous run of ``OH*Wp`` values, where the standard
+unfold copies OH runs of only OW. The price is the crop of ``y``'s O*OH rows, hence
+the condition. Other strides, or many output channels, unfold per chunk from a
+strided window view and multiply straight into ``y``.
+
+The input gradient is computed *batch-last*, where the fold's slice-adds run over
+OW*N contiguous values instead of OW (NumPy pays a fixed cost per run)::
+
+    gyT   = gY as (O, OH*OW*N)                                  (one transposing copy)
+    gcols = Wm^T @ gyT  per group:  (G, K, Og) @ (G, Og, L*N) -> (C*KH*KW, OH, OW, N)
     gxT   = fold(gcols): KH*KW slice-adds into a zero (C, Hp, Wp, N) buffer
-    gx    = gxT without the padding, transposed per channel: (N, C, H, W)
+    gx    = gxT cropped and transposed back to (N, C, H, W)   (one copy)
 
-The transposes are activation-sized and done per channel, so each piece stays
-in cache. Forward and the weight gradient keep the standard layout: there its
-batched matmuls are the faster BLAS shapes.
+One large matmul beat per-channel blocks there: OpenBLAS is slow on few-row matrices.
+Results equal the standard twin up to rounding (other summation orders).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from xcnn.ops.im2col import Geometry, _window_slices
 
+# A chunk's columns and matmul result stay under this many bytes, so they live in L2 cache.
+_CHUNK_BYTES = 1 << 20
 
-def grad_input(
+
+class _Chunks:
+    """Unfold buffers for one input shape and window, reused across the chunks."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, g: Geometry, out_channels: int):
+        n, self.c, self.h, self.w = shape
+        self.rows = self.c * g.kh * g.kw
+        self.g = g
+        self.hp, self.wp = self.h + 2 * g.ph, self.w + 2 * g.pw
+        # Wide costs a crop of the output rows (O*OH per image, each a short strided copy)
+        # and saves that of the unfolded rows (C*KH*KW*OH): worth it when O < C*KH*KW.
+        self.wide = g.sh == 1 and g.sw == 1 and out_channels < self.c * g.kh * g.kw
+        self.length = g.oh * self.wp if self.wide else g.oh * g.ow
+        # A chunk's columns and its matmul result (forward y or backward gY) share the budget.
+        per_image = (self.rows + out_channels) * self.length * np.dtype(dtype).itemsize
+        self.size = max(1, min(n, _CHUNK_BYTES // per_image))
+        # The wide unfold of the last tap reads (KW-1)*DW values past the padded image.
+        self.flat_size = self.hp * self.wp + (g.kw - 1) * g.dw
+        self.dtype = dtype
+        self._flat = None
+        # One extra row of ones after the unfolded rows: forward appends the bias to the
+        # weight matrix, so the matmul adds it (no pass over y for the bias).
+        self._cols = np.empty((self.size, self.rows + 1, self.length), dtype=dtype)
+        self._cols[:, self.rows, :] = 1
+
+    def starts(self, n: int) -> range:
+        return range(0, n, self.size)
+
+    def padded(self, flat: np.ndarray) -> np.ndarray:
+        """The ``(B, C, Hp, Wp)`` image view of a flat buffer."""
+        return flat[:, :, : self.hp * self.wp].reshape(-1, self.c, self.hp, self.wp)
+
+    def unfold(self, x: np.ndarray, ones: bool = False) -> np.ndarray:
+        """``cols`` ``(m, C*KH*KW, length)`` of a chunk ``x``; ``ones`` appends the ones row."""
+        g, m = self.g, x.shape[0]
+        if self._flat is None:
+            # Zeroed once: only the interior is written below, so the padding stays zero.
+            self._flat = np.zeros((self.size, self.c, self.flat_size), dtype=self.dtype)
+        flat = self._flat[:m]
+        image = self.padded(flat)
+        image[:, :, g.ph : g.ph + self.h, g.pw : g.pw + self.w] = x
+        cols = self._cols[:m, : self.rows]
+        if self.wide:
+            item = flat.itemsize
+            taps = as_strided(
+                flat,
+                (m, self.c, g.kh, g.kw, self.length),
+                (flat.strides[0], flat.strides[1], g.dh * self.wp * item, g.dw * item, item),
+                writeable=False,
+            )
+            np.copyto(cols.reshape(m, self.c, g.kh, g.kw, self.length), taps)
+        else:
+            span = (g.dh * (g.kh - 1) + 1, g.dw * (g.kw - 1) + 1)
+            windows = sliding_window_view(image, span, axis=(2, 3))[
+                :, :, :: g.sh, :: g.sw, :: g.dh, :: g.dw
+            ]
+            np.copyto(
+                cols.reshape(m, self.c, g.kh, g.kw, g.oh, g.ow), windows.transpose(0, 1, 4, 5, 2, 3)
+            )
+        return self._cols[:m] if ones else cols
+
+    def widen(self, grad_output: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+        """A chunk of ``gY`` ``(m, O, OH, OW)`` as ``(m, O, length)`` in this layout."""
+        m, o = grad_output.shape[:2]
+        if not self.wide:
+            return np.reshape(grad_output, (m, o, self.length))
+        # buffer's columns past OW were zeroed at allocation and are never written.
+        view = buffer[:m]
+        view.reshape(m, o, self.g.oh, self.wp)[..., : self.g.ow] = grad_output
+        return view
+
+
+def conv2d(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, groups: int, g: Geometry
+) -> np.ndarray:
+    """``y`` ``(N, O, OH, OW)`` of a convolution, chunk by chunk."""
+    n = x.shape[0]
+    out_channels = weight.shape[0]
+    chunks = _Chunks(x.shape, x.dtype, g, out_channels)
+    og, kg = out_channels // groups, chunks.rows // groups
+    fused = groups == 1 and bias is not None
+    wm = weight.reshape(groups, og, kg)
+    if fused:
+        wm = np.concatenate([wm[0], bias.reshape(out_channels, 1)], axis=1)
+    y = np.empty((n, out_channels, g.oh, g.ow), dtype=x.dtype)
+    product = None
+    if chunks.wide:
+        product = np.empty((chunks.size, out_channels, chunks.length), dtype=x.dtype)
+    for start in chunks.starts(n):
+        cols = chunks.unfold(x[start : start + chunks.size], ones=fused)
+        m = cols.shape[0]
+        out = y[start : start + m] if product is None else product[:m]
+        if fused:
+            np.matmul(wm, cols, out=out.reshape(m, out_channels, chunks.length))
+        else:
+            grouped = cols.reshape(m, groups, kg, chunks.length)
+            np.matmul(wm, grouped, out=out.reshape(m, groups, og, chunks.length))
+        if product is not None:
+            y[start : start + m] = product[:m].reshape(m, out_channels, g.oh, -1)[..., : g.ow]
+        if bias is not None and not fused:
+            y[start : start + m] += bias.reshape(1, out_channels, 1, 1)
+    return y
+
+
+def conv2d_backward(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    groups: int,
+    g: Geometry,
+    input_grad: bool,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(gx or None, gW)`` of a convolution; ``gW`` re-unfolds ``x`` chunk by chunk."""
+    n = x.shape[0]
+    out_channels = weight.shape[0]
+    chunks = _Chunks(x.shape, x.dtype, g, out_channels)
+    og, kg = out_channels // groups, chunks.rows // groups
+    gw_t = np.zeros((groups, kg, og), dtype=x.dtype)
+    buffer = np.zeros((chunks.size, out_channels, chunks.length), dtype=x.dtype)
+    for start in chunks.starts(n):
+        stop = min(n, start + chunks.size)
+        m = stop - start
+        gy = chunks.widen(grad_output[start:stop], buffer).reshape(m, groups, og, chunks.length)
+        cols = chunks.unfold(x[start:stop]).reshape(m, groups, kg, chunks.length)
+        # (K, L) @ (L, Og) per image: the faster BLAS shape for the weight gradient.
+        gw_t += np.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
+    grad_weight = gw_t.transpose(0, 2, 1).reshape(weight.shape)
+    grad_x = _grad_input(grad_output, weight, x.shape, groups, g) if input_grad else None
+    return grad_x, grad_weight
+
+
+def _grad_input(
     grad_output: np.ndarray,
     weight: np.ndarray,
-    input_shape: tuple[int, int, int, int],
+    input_shape: tuple[int, ...],
     groups: int,
     g: Geometry,
 ) -> np.ndarray:
-    """``gx`` of a convolution, ``(N, C, H, W)``, from ``gY`` ``(N, O, OH, OW)``."""
+    """``gx`` ``(N, C, H, W)`` from ``gY`` ``(N, O, OH, OW)``, computed batch-last."""
     n, c, h, w = input_shape
     out_channels = weight.shape[0]
     length = g.oh * g.ow
-    gy = grad_output.reshape(n, out_channels, length)
-    gy_t = np.empty((out_channels, length, n), dtype=grad_output.dtype)
-    for o in range(out_channels):
-        gy_t[o] = gy[:, o, :].T
+    gy_t = np.empty((out_channels, g.oh, g.ow, n), dtype=grad_output.dtype)
+    np.copyto(gy_t, grad_output.transpose(1, 2, 3, 0))
     og, kg = out_channels // groups, c * g.kh * g.kw // groups
     wm = weight.reshape(groups, og, kg)
     gcols = np.matmul(wm.transpose(0, 2, 1), gy_t.reshape(groups, og, length * n))
@@ -51,6 +201,5 @@ def grad_input(
             rows, columns = _window_slices(g, i, j)
             padded[:, rows, columns, :] += taps[:, i, j]
     grad_x = np.empty((n, c, h, w), dtype=gcols.dtype)
-    for channel in range(c):
-        grad_x[:, channel] = padded[channel, g.ph : g.ph + h, g.pw : g.pw + w, :].transpose(2, 0, 1)
+    np.copyto(grad_x, padded[:, g.ph : g.ph + h, g.pw : g.pw + w, :].transpose(3, 0, 1, 2))
     return grad_x

@@ -133,13 +133,28 @@ def conv2d(
     xp, g = _check("conv2d", x, weight, bias, stride, padding, dilation, groups)
     n = int(x.shape[0])
     out_channels = int(weight.shape[0])
-    cols = im2col(x, (g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
+    window = ((g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
+    if fast_path(xp) == "numpy":
+        from xcnn.ops import _conv_numpy
+
+        y = _conv_numpy.conv2d(x, weight, bias, groups, g)
+        return (y, im2col(x, *window)) if return_cols else y
+    cols = im2col(x, *window)
     y = _weight_times_cols(xp, weight, cols, groups)
     if bias is not None:
         # In place: y is our own fresh matmul result, so this saves a full output copy.
         y += xp.reshape(bias, (1, out_channels, 1))
     y = xp.reshape(y, (n, out_channels, g.oh, g.ow))
     return (y, cols) if return_cols else y
+
+
+def reuses_cols(xp: Any) -> bool:
+    """Whether :func:`conv2d_backward` on namespace ``xp`` is faster given forward's ``cols``.
+
+    False on NumPy, whose fast path re-unfolds each batch chunk while it is in cache
+    (see ``_conv_numpy``), so a layer need not keep ``cols`` between the passes.
+    """
+    return fast_path(xp) != "numpy"
 
 
 def _weight_times_cols(xp: Any, weight: Any, cols: Any, groups: int) -> Any:
@@ -218,9 +233,7 @@ def conv2d_backward(
             f"{x.dtype}; cast one of them"
         )
     rows, length = channels * g.kh * g.kw, g.oh * g.ow
-    if cols is None:
-        cols = im2col(x, (g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
-    elif tuple(cols.shape) != (n, rows, length):
+    if cols is not None and tuple(cols.shape) != (n, rows, length):
         raise ValueError(
             f"conv2d_backward: expected cols of shape {(n, rows, length)} (from "
             f"conv2d(..., return_cols=True) on this input), got {tuple(cols.shape)}"
@@ -228,22 +241,29 @@ def conv2d_backward(
 
     og, kg = out_channels // groups, rows // groups
     gy = xp.reshape(grad_output, (n, groups, og, length))
+    # Summed from the reshaped gY, which is C-ordered whatever grad_output's strides were,
+    # so the rounding does not depend on the caller's memory layout.
+    grad_bias = xp.reshape(xp.sum(gy, axis=(0, 3)), (out_channels,)) if bias else None
+
+    if fast_path(xp) == "numpy":
+        from xcnn.ops import _conv_numpy
+
+        # cols is not needed: the fast path unfolds x again chunk by chunk, in cache.
+        grad_x, grad_weight = _conv_numpy.conv2d_backward(
+            grad_output, x, weight, groups, g, input_grad
+        )
+        return grad_x, grad_weight, grad_bias
+
+    if cols is None:
+        cols = im2col(x, (g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
     grouped_cols = xp.reshape(cols, (n, groups, kg, length))
     # gW^T = sum_n cols[n] @ gY[n]^T: (K, L) @ (L, Og) is the faster BLAS shape here.
     gw_t = xp.sum(xp.matmul(grouped_cols, xp.matrix_transpose(gy)), axis=0)
     grad_weight = xp.reshape(xp.matrix_transpose(gw_t), tuple(weight.shape))
 
-    # Summed from the reshaped gY, which is C-ordered whatever grad_output's strides were,
-    # so the rounding does not depend on the caller's memory layout.
-    grad_bias = xp.reshape(xp.sum(gy, axis=(0, 3)), (out_channels,)) if bias else None
-
     grad_x = None
     input_shape = (n, channels, int(x.shape[2]), int(x.shape[3]))
-    if input_grad and fast_path(xp) == "numpy":
-        from xcnn.ops import _conv_numpy
-
-        grad_x = _conv_numpy.grad_input(grad_output, weight, input_shape, groups, g)
-    elif input_grad:
+    if input_grad:
         wm = xp.reshape(weight, (groups, og, kg))
         gcols = xp.matmul(xp.matrix_transpose(wm), gy)  # (N, G, K, L)
         window = ((g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
