@@ -24,7 +24,8 @@ unfold copies OH runs of only OW. The price is the crop of ``y``'s O*OH rows, he
 the condition. Other strides, or many output channels, unfold per chunk from a
 strided window view and multiply straight into ``y``.
 
-The input gradient is computed *batch-last*, where the fold's slice-adds run over
+The input gradient is computed *batch-last* per chunk of images (gcols of about
+4 MB), where the fold's slice-adds run over
 OW*N contiguous values instead of OW (NumPy pays a fixed cost per run)::
 
     gyT   = gY as (O, OH*OW*N)                                  (one transposing copy)
@@ -45,6 +46,8 @@ from xcnn.ops.im2col import Geometry, _window_slices
 
 # A chunk's columns and matmul result stay under this many bytes, so they live in L2 cache.
 _CHUNK_BYTES = 1 << 20
+# The input gradient's gcols chunk: larger, as one big matmul per chunk pays off there.
+_FOLD_BYTES = 4 << 20
 
 
 class _Chunks:
@@ -184,22 +187,33 @@ def _grad_input(
     groups: int,
     g: Geometry,
 ) -> np.ndarray:
-    """``gx`` ``(N, C, H, W)`` from ``gY`` ``(N, O, OH, OW)``, computed batch-last."""
+    """``gx`` ``(N, C, H, W)`` from ``gY`` ``(N, O, OH, OW)``, batch-last per chunk of images."""
     n, c, h, w = input_shape
     out_channels = weight.shape[0]
+    dtype = grad_output.dtype
     length = g.oh * g.ow
-    gy_t = np.empty((out_channels, g.oh, g.ow, n), dtype=grad_output.dtype)
-    np.copyto(gy_t, grad_output.transpose(1, 2, 3, 0))
     og, kg = out_channels // groups, c * g.kh * g.kw // groups
-    wm = weight.reshape(groups, og, kg)
-    gcols = np.matmul(wm.transpose(0, 2, 1), gy_t.reshape(groups, og, length * n))
-
-    taps = gcols.reshape(c, g.kh, g.kw, g.oh, g.ow, n)
-    padded = np.zeros((c, h + 2 * g.ph, w + 2 * g.pw, n), dtype=gcols.dtype)
-    for i in range(g.kh):
-        for j in range(g.kw):
-            rows, columns = _window_slices(g, i, j)
-            padded[:, rows, columns, :] += taps[:, i, j]
-    grad_x = np.empty((n, c, h, w), dtype=gcols.dtype)
-    np.copyto(grad_x, padded[:, g.ph : g.ph + h, g.pw : g.pw + w, :].transpose(3, 0, 1, 2))
+    wm_t = weight.reshape(groups, og, kg).transpose(0, 2, 1)
+    size = max(1, min(n, _FOLD_BYTES // (c * g.kh * g.kw * length * dtype.itemsize)))
+    grad_x = np.empty((n, c, h, w), dtype=dtype)
+    buffers: dict[int, tuple[np.ndarray, ...]] = {}
+    for start in range(0, n, size):
+        m = min(size, n - start)
+        if m not in buffers:  # one set for the full chunks, one for a partial last chunk
+            buffers[m] = (
+                np.empty((out_channels, g.oh, g.ow, m), dtype=dtype),
+                np.empty((groups, kg, length * m), dtype=dtype),
+                np.empty((c, h + 2 * g.ph, w + 2 * g.pw, m), dtype=dtype),
+            )
+        gy_t, gcols, padded = buffers[m]
+        np.copyto(gy_t, grad_output[start : start + m].transpose(1, 2, 3, 0))
+        np.matmul(wm_t, gy_t.reshape(groups, og, length * m), out=gcols)
+        taps = gcols.reshape(c, g.kh, g.kw, g.oh, g.ow, m)
+        padded.fill(0)
+        for i in range(g.kh):
+            for j in range(g.kw):
+                rows, columns = _window_slices(g, i, j)
+                padded[:, rows, columns, :] += taps[:, i, j]
+        cropped = padded[:, g.ph : g.ph + h, g.pw : g.pw + w, :]
+        np.copyto(grad_x[start : start + m], cropped.transpose(3, 0, 1, 2))
     return grad_x
