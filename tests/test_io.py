@@ -6,6 +6,10 @@ import json
 import os
 import pickle
 import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +18,9 @@ from safetensors.numpy import save_file
 
 import xcnn
 import xcnn.io
-from xcnn import backends, nn, optim
+from xcnn import backends, data, nn, optim
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class WithBuffers(nn.Module):
@@ -204,6 +210,14 @@ def test_metadata_that_is_not_json_is_refused_before_writing(tmp_path):
     assert os.listdir(tmp_path) == []
     with pytest.raises(ValueError, match="reserved"):
         xcnn.save(tmp_path / "c.safetensors", WithBuffers(), xcnn_version="1")
+    # What load would refuse is refused when saving.
+    for kwargs in ({"epoch": 1.5}, {"epoch": True}, {"step": -1}):
+        (name,) = kwargs
+        with pytest.raises(ValueError, match=rf"{name} must be None or an integer >= 0"):
+            xcnn.save(tmp_path / "c.safetensors", WithBuffers(), **kwargs)
+    with pytest.raises(TypeError, match="history must be an xcnn History or a dict, got list"):
+        xcnn.save(tmp_path / "c.safetensors", WithBuffers(), history=[1.0])
+    assert os.listdir(tmp_path) == []
 
 
 def test_wrong_architecture_lists_keys_shapes_and_file(tmp_path):
@@ -312,3 +326,223 @@ def test_restore_rng_false_leaves_the_default_generator(tmp_path):
     state = backends.default_generator().bit_generator.state
     xcnn.load(path, WithBuffers(), restore_rng=False)
     assert backends.default_generator().bit_generator.state == state
+
+
+# -- integrity -------------------------------------------------------------------------
+
+
+def _parts(path):
+    with safe_open(path, framework="numpy") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata())
+
+
+def test_digests_cover_metadata_and_tensors(tmp_path):
+    path = xcnn.save(tmp_path / "c.safetensors", WithBuffers(), note="x")
+    tensors, metadata = _parts(path)
+    assert sorted(metadata) == ["xcnn", "xcnn_sha256"]
+    assert len(json.loads(metadata["xcnn"])["tensors_sha256"]) == 64
+    # A weight changed after saving, the digests left as they were: refused.
+    tensors["model.fc1.weight"] = tensors["model.fc1.weight"] + 1
+    edited = tmp_path / "edited.safetensors"
+    save_file(tensors, edited, metadata=metadata)
+    with pytest.raises(ValueError, match=r"edited\.safetensors' is corrupt: its tensors"):
+        xcnn.load(edited, WithBuffers())
+    # The metadata changed: refused before its content is looked at.
+    tensors, metadata = _parts(path)
+    metadata["xcnn"] = metadata["xcnn"].replace('"note": "x"', '"note": "y"')
+    save_file(tensors, edited, metadata=metadata)
+    with pytest.raises(ValueError, match=r"edited\.safetensors' is corrupt: its xcnn metadata"):
+        xcnn.load(edited, WithBuffers())
+
+
+def test_a_checkpoint_without_checksums_is_refused_as_incompatible(tmp_path):
+    """A format-1 file (xcnn metadata, no digests) is not silently trusted."""
+    tensors, metadata = _parts(xcnn.save(tmp_path / "c.safetensors", WithBuffers()))
+    blob = json.loads(metadata["xcnn"])
+    del blob["tensors_sha256"]
+    blob["format"] = 1
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, old, metadata={"xcnn": json.dumps(blob)})
+    model = WithBuffers(seed=4)
+    before = model.state_dict()
+    with pytest.raises(
+        ValueError, match=r"old\.safetensors' carries no xcnn checksum.*incompatible"
+    ):
+        xcnn.load(old, model)
+    assert_same_arrays(model.state_dict(), before)
+
+
+# -- all or nothing --------------------------------------------------------------------
+
+
+def _training_state(seed: int, batch_size: int = 4):
+    model = WithBuffers(seed=seed)
+    opt = optim.Adam(model.parameters(), lr=0.01 * (seed + 1))
+    sched = optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    images = np.random.default_rng(seed).integers(0, 255, (10, 1, 2, 2), dtype=np.uint8)
+    loader = data.DataLoader(
+        data.ArrayDataset(images, np.arange(10) % 3, ["a", "b", "c"]),
+        batch_size,
+        shuffle=True,
+        seed=seed,
+    )
+    train_steps(model, opt, steps=2, seed=seed)
+    sched.step()
+    next(iter(loader))
+    return model, opt, sched, loader
+
+
+def _everything(model, opt, sched, loader):
+    return (
+        model.state_dict(),
+        json.dumps(host_state(opt), default=lambda a: a.tolist(), sort_keys=True),
+        [group["lr"] for group in opt.param_groups],
+        sched.state_dict(),
+        loader.state_dict(),
+        model.drop.generator.state_dict(),
+        backends.default_generator().bit_generator.state,
+    )
+
+
+def _assert_same(before, after):
+    assert_same_arrays(after[0], before[0])
+    assert after[1:] == before[1:]
+
+
+def test_a_piece_refused_while_applying_restores_the_pieces_applied_before(tmp_path):
+    """The loader checks its own configuration when loaded, after the optimizer and scheduler."""
+    path = xcnn.save(
+        tmp_path / "c.safetensors", *_training_state(0)[:3], loader=_training_state(0)[3]
+    )
+    model, opt, sched, loader = _training_state(1, batch_size=5)
+    before = _everything(model, opt, sched, loader)
+    with pytest.raises(ValueError, match=r"c\.safetensors': cannot restore the data loader state"):
+        xcnn.load(path, model, opt, sched, loader=loader)
+    _assert_same(before, _everything(model, opt, sched, loader))
+    # The same file loads into a loader of the saved configuration.
+    model, opt, sched, loader = _training_state(1)
+    xcnn.load(path, model, opt, sched, loader=loader)
+    assert opt.param_groups[0]["lr"] == 0.005
+
+
+def test_an_unexpected_failure_while_applying_restores_everything_and_propagates(
+    tmp_path, monkeypatch
+):
+    """E.g. device memory running out while the module generators are restored."""
+    path = xcnn.save(
+        tmp_path / "c.safetensors", *_training_state(0)[:3], loader=_training_state(0)[3]
+    )
+    model, opt, sched, loader = _training_state(1)
+    before = _everything(model, opt, sched, loader)
+    generator_load = type(model.drop.generator).load_state_dict
+    calls = []
+
+    def fail_once(self, state):
+        calls.append(state)
+        if len(calls) == 1:
+            raise MemoryError("out of device memory")
+        generator_load(self, state)
+
+    monkeypatch.setattr(type(model.drop.generator), "load_state_dict", fail_once)
+    with pytest.raises(MemoryError, match="out of device memory"):
+        xcnn.load(path, model, opt, sched, loader=loader)
+    _assert_same(before, _everything(model, opt, sched, loader))
+
+
+# -- temporary files of killed saves ---------------------------------------------------
+
+KILLED_SAVE = """
+import os, signal, sys
+import xcnn, xcnn.io
+from xcnn import nn
+
+def write_half_then_die(tensors, filename, metadata=None):
+    with open(filename, "wb") as stream:
+        stream.write(b"half a checkpoint")
+        stream.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+xcnn.io.save_file = write_half_then_die
+xcnn.save(sys.argv[1], nn.Linear(2, 2))
+"""
+
+STALLED_SAVE = """
+import sys
+import xcnn, xcnn.io
+from safetensors.numpy import save_file
+from xcnn import nn
+
+def write_after_go(tensors, filename, metadata=None):
+    print("writing", flush=True)
+    sys.stdin.readline()
+    save_file(tensors, filename, metadata=metadata)
+
+xcnn.io.save_file = write_after_go
+xcnn.save(sys.argv[1], nn.Linear(2, 2), who="stalled")
+"""
+
+
+def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, **kwargs)
+
+
+def _temps(folder, name="c.safetensors"):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(f".{name}."))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL on this platform")
+def test_save_removes_temp_files_left_by_killed_saves(tmp_path):
+    path = tmp_path / "c.safetensors"
+    seen = []
+    for _ in range(3):
+        killed = _python(KILLED_SAVE, str(path))
+        assert killed.wait(timeout=60) == -signal.SIGKILL
+        # Each killed save leaves its temp file, and removed the one before: no pile-up.
+        (left,) = _temps(tmp_path)
+        assert re.fullmatch(r"\.c\.safetensors\.[0-9a-f]{12}\.tmp", left) and left not in seen
+        seen.append(left)
+    assert not path.exists()
+    # Files that only look alike are never touched.
+    decoys = [
+        ".c.safetensors.notes.tmp",
+        ".c.safetensors.0123456789ab.tmp.bak",
+        ".c.safetensors.0123456789abc.tmp",
+        "c.safetensors.0123456789ab.tmp",
+        ".other.safetensors.0123456789ab.tmp",
+    ]
+    for name in decoys:
+        (tmp_path / name).write_bytes(b"keep")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".c.safetensors.0123456789ab.tmp").write_bytes(b"keep")
+
+    xcnn.save(path, WithBuffers(), epoch=3)
+    assert sorted(os.listdir(tmp_path)) == sorted(["c.safetensors", "sub", *decoys])
+    assert os.listdir(tmp_path / "sub") == [".c.safetensors.0123456789ab.tmp"]
+    assert xcnn.load(path, WithBuffers())["epoch"] == 3
+
+
+@pytest.mark.skipif(xcnn.io.fcntl is None, reason="no directory locks on this platform")
+def test_a_save_in_progress_keeps_its_temp_file(tmp_path):
+    """A second process saving the same file at the same time must not lose its temp file."""
+    path = tmp_path / "c.safetensors"
+    stalled = _python(
+        STALLED_SAVE, str(path), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert stalled.stdout.readline() == "writing\n"
+        (theirs,) = _temps(tmp_path)
+        xcnn.save(path, WithBuffers(), who="here")
+        assert _temps(tmp_path) == [theirs]
+        assert xcnn.load(path, WithBuffers())["who"] == "here"
+        stalled.stdin.write("go\n")
+        stalled.stdin.close()
+        assert stalled.wait(timeout=60) == 0
+    finally:
+        if stalled.poll() is None:
+            stalled.kill()
+            stalled.wait()
+    assert _temps(tmp_path) == []
+    assert xcnn.load(path, nn.Linear(2, 2))["who"] == "stalled"

@@ -1,4 +1,4 @@
-"""Checkpoints: pickle-free, atomic and complete enough to resume a run exactly.
+"""Checkpoints: pickle-free, atomic, checksummed and complete enough to resume a run exactly.
 
 A checkpoint is one `safetensors <https://github.com/huggingface/safetensors>`_
 file. Its tensors are host (NumPy) copies, so a file written on CuPy loads on
@@ -9,25 +9,45 @@ NumPy and back:
   (momentum buffers, Adam moments).
 
 Everything else lives in the header's metadata, which safetensors keeps as
-``str -> str``: one key, ``"xcnn"``, holds a JSON object with the optimizer's
+``str -> str``. The key ``"xcnn"`` holds a JSON object with the optimizer's
 param groups and scalar state, the scheduler state, epoch and step, the RNG
 states (xcnn's default host generator, the data loader's, each module's
 ``generator`` such as Dropout's), the training history, the user's ``**meta``
 and ``xcnn.__version__``.
 
-Writes go to a temporary file in the target's directory, are flushed to disk
-and renamed over the target, so a crash leaves the previous checkpoint intact.
-Loading parses JSON and raw little-endian tensors only: nothing is unpickled.
+Integrity. safetensors stores no checksum, so a flipped bit in a weight would
+load silently; xcnn stores two SHA-256 digests (format version 2):
+
+* ``"tensors_sha256"`` in the JSON object: over every tensor in sorted key
+  order, each fed as the UTF-8 line ``json.dumps([key, dtype.str, list(shape)])
+  + "\\n"`` (``dtype.str`` of the little-endian dtype, e.g. ``"<f4"``) followed
+  by its raw little-endian C-order bytes;
+* ``"xcnn_sha256"``, a second metadata key: over the UTF-8 JSON text itself,
+  which covers the tensor digest too.
+
+:func:`load` verifies both before it looks at anything else, and refuses a file
+without them: it is not an xcnn checkpoint, or one from an incompatible version.
+
+Writes go to a temporary file ``.<name>.<12 hex digits>.tmp`` in the target's
+directory, are flushed to disk and renamed over the target, so a crash leaves
+the previous checkpoint intact; temporary files that killed saves left behind
+are removed by the next save of the same file. Loading parses JSON and raw
+little-endian tensors only: nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import numbers
 import os
+import re
+import reprlib
+import secrets
 import stat
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +57,18 @@ from safetensors.numpy import save_file
 
 from xcnn import backends
 
+try:  # POSIX; elsewhere stale temporary files are left alone (see _save_slot)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
 __all__ = ["atomic_write", "load", "save"]
 
-#: Bumped when the layout of the metadata changes incompatibly.
-FORMAT_VERSION = 1
+#: Bumped when the layout of the metadata changes incompatibly (2: SHA-256 digests).
+FORMAT_VERSION = 2
 _META_KEY = "xcnn"
+_DIGEST_KEY = "xcnn_sha256"
+_TENSORS_DIGEST = "tensors_sha256"
 _MODEL = "model."
 _OPTIM = "optim.state."
 
@@ -52,10 +79,13 @@ _OPTIM = "optim.state."
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Create ``path`` all at once: ``write(tmp)`` fills a sibling temp file, then rename.
 
-    The temporary file lives in ``path``'s directory (so the final
-    ``os.replace`` is an atomic rename on the same file system), is fsync'ed
-    before the rename, and is removed if anything fails; ``path`` then keeps
-    its previous content.
+    The temporary file, ``.<name>.<12 hex digits>.tmp``, lives in ``path``'s
+    directory (so the final ``os.replace`` is an atomic rename on the same
+    file system), is fsync'ed before the rename, and is removed if anything
+    fails; ``path`` then keeps its previous content. A process killed mid-write
+    cannot remove its temporary file, so each call first deletes the ones of
+    ``path`` that no running save is still writing (on POSIX systems, where
+    saves hold a shared lock on the directory while their file exists).
 
     Parameters
     ----------
@@ -74,23 +104,84 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         raise IsADirectoryError(f"cannot write {path}: it is a directory, expected a file path")
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
+    with _save_slot(path):
+        tmp = _create_temp(path)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+            write(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
     _fsync_directory(folder)
     return path
+
+
+def _temp_pattern(path: Path) -> re.Pattern[str]:
+    return re.compile(re.escape(f".{path.name}.") + r"[0-9a-f]{12}\.tmp")
+
+
+def _create_temp(path: Path) -> Path:
+    """A new, empty ``.<name>.<12 hex digits>.tmp`` next to ``path`` (mode 0600, like mkstemp)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, flags, 0o600))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"cannot create a temporary file for {str(path)!r}")
+
+
+@contextlib.contextmanager
+def _save_slot(path: Path) -> Iterator[None]:
+    """Hold a shared lock on ``path``'s directory while saving; clear stale temp files first.
+
+    Every save holds the shared lock for as long as its temporary file exists,
+    and the lock dies with its process. A save that can take the lock
+    *exclusively* therefore knows that no save is running in the directory, and
+    that every temporary file of ``path`` there was left by a killed one. If
+    another save is running, the clean-up waits for a later save. Where
+    directories cannot be locked (no ``fcntl``, some network file systems),
+    nothing is removed: a live save's file must never be taken for a stale one.
+    """
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except OSError:  # BlockingIOError while another save runs; others: no locking here
+            alone = False
+        if alone:
+            _remove_stale_temps(path)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete the files named exactly like ``path``'s temporary files, in its directory."""
+    pattern = _temp_pattern(path)
+    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def _fsync_directory(folder: Path) -> None:
@@ -124,6 +215,9 @@ def save(
 ) -> Path:
     """Write a checkpoint of ``model`` (and optionally its training state) to ``path``.
 
+    The file carries SHA-256 digests of its tensors and of its metadata, which
+    :func:`load` verifies (the format is in this module's documentation).
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -153,7 +247,11 @@ def save(
     Raises
     ------
     TypeError
-        A ``meta`` value or a state entry is not JSON-serialisable.
+        A ``meta`` value or a state entry is not JSON-serialisable, or
+        ``history`` is neither a History nor a dict.
+    ValueError
+        ``epoch`` or ``step`` is not ``None`` or an integer ``>= 0``, or a
+        ``meta`` name is ``xcnn_version`` (reserved).
     IsADirectoryError
         ``path`` is a directory.
 
@@ -170,6 +268,14 @@ def save(
     path = Path(path)
     if "xcnn_version" in meta:
         raise ValueError("xcnn.save: 'xcnn_version' is reserved; pick another name for it")
+    for name, count in (("epoch", epoch), ("step", step)):
+        # load() refuses any other value, so save() must not write one.
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0
+        ):
+            raise ValueError(
+                f"xcnn.save({str(path)!r}): {name} must be None or an integer >= 0, got {count!r}"
+            )
     tensors: dict[str, np.ndarray] = {}
     for name, value in model.state_dict().items():
         tensors[_MODEL + name] = _host(value)
@@ -182,7 +288,7 @@ def save(
         "backend": _model_backend(model),
         "epoch": epoch,
         "step": step,
-        "history": _history_dict(history),
+        "history": _history_dict(history, path),
         "config": meta,
         "optimizer": None,
         "scheduler": None if scheduler is None else scheduler.state_dict(),
@@ -194,14 +300,16 @@ def save(
     }
     if optimizer is not None:
         blob["optimizer"] = _split_optimizer_state(optimizer, tensors)
+    blob[_TENSORS_DIGEST] = _tensors_digest(tensors)
     try:
         # Serialise before touching the disk: a bad value fails with no file written.
-        metadata = {_META_KEY: json.dumps(blob, default=_json_default, allow_nan=True)}
+        text = json.dumps(blob, default=_json_default, allow_nan=True)
     except TypeError as error:
         raise TypeError(
             f"xcnn.save({str(path)!r}): checkpoint metadata must be JSON-serialisable "
             f"(numbers, strings, lists, dicts): {error}"
         ) from None
+    metadata = {_META_KEY: text, _DIGEST_KEY: _text_digest(text)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
 
@@ -235,9 +343,14 @@ def _module_generators(model: Any) -> list[tuple[str, backends.Generator]]:
     return found
 
 
-def _history_dict(history: Any) -> dict | None:
+def _history_dict(history: Any, path: Path) -> dict | None:
     if history is None or isinstance(history, dict):
         return history
+    if not hasattr(history, "to_dict"):
+        raise TypeError(
+            f"xcnn.save({str(path)!r}): history must be an xcnn History or a dict, "
+            f"got {type(history).__name__}"
+        )
     return history.to_dict()
 
 
@@ -264,6 +377,23 @@ def _split_optimizer_state(optimizer: Any, tensors: dict[str, np.ndarray]) -> di
     }
 
 
+def _tensors_digest(tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every tensor's key, dtype, shape and bytes, in sorted key order."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        array = tensors[key]
+        # Little-endian C order is what safetensors stores, on any host.
+        little = np.asarray(array, dtype=array.dtype.newbyteorder("<"), order="C")
+        line = json.dumps([key, little.dtype.str, list(little.shape)]) + "\n"
+        digest.update(line.encode("utf-8"))
+        digest.update(little.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -287,7 +417,17 @@ def load(
     """Load a checkpoint written by :func:`save` into ``model`` (and the others given).
 
     Arrays are copied to each parameter's current backend and dtype, so a
-    checkpoint written on CuPy loads on NumPy. Nothing is unpickled.
+    checkpoint written on CuPy loads on NumPy, and float64 values load into a
+    float32 model (and back); a tensor of another kind (integer or bool for a
+    floating parameter, floating for an integer buffer) is refused. Nothing is
+    unpickled.
+
+    Loading is all or nothing. The file's SHA-256 digests are verified first;
+    then every piece (model tensors, optimizer, scheduler and loader state, RNG
+    states, the user's metadata) is checked against what it is loaded into
+    before anything is changed. If applying a piece still fails (say the
+    optimizer refuses a saved hyperparameter), the pieces already applied are
+    restored to their previous state.
 
     Parameters
     ----------
@@ -312,73 +452,86 @@ def load(
     FileNotFoundError, IsADirectoryError
         ``path`` does not exist or is a directory.
     ValueError
-        Not an xcnn checkpoint, a corrupt file, or a checkpoint of another
-        architecture (the message lists the differing keys and shapes), or a
-        requested optimizer / scheduler / loader state that the file lacks.
+        Anything else wrong with the file; the message names it, and nothing
+        was changed. Not an xcnn checkpoint, or one from an incompatible version
+        (no checksum, another format version); corrupt (a checksum mismatch,
+        unreadable safetensors, malformed metadata); a checkpoint of another
+        architecture or dtype (the message lists the differing keys, shapes and
+        dtypes); state that does not fit the optimizer, scheduler or loader
+        given, or that the file lacks.
     """
     path = Path(path)
     where = f"checkpoint {str(path)!r}"
     _check_regular_file(path, where)
-    blob, model_arrays, optim_arrays = _read(path, where)
+    text, tensors = _read(path, where)
     try:
-        blob_format = blob.get("format")
-        if blob_format != FORMAT_VERSION:
-            raise ValueError(
-                f"{where} has format version {blob_format!r}; this xcnn "
-                f"({_version()}) reads version {FORMAT_VERSION}"
-            )
-        _check_architecture(model, model_arrays, where)
-        generators = dict(_module_generators(model))
-        saved_generators = blob["rng"]["modules"]
-        if set(generators) != set(saved_generators):
-            raise ValueError(
-                f"{where} does not match {type(model).__name__}: modules with a random "
-                f"generator differ: checkpoint has {sorted(saved_generators)}, "
-                f"model has {sorted(generators)}"
-            )
-        for what, obj, key in (
-            ("optimizer", optimizer, "optimizer"),
-            ("scheduler", scheduler, "scheduler"),
-            ("loader", loader, "loader"),
-        ):
-            if obj is not None and blob.get(key) is None:
-                raise ValueError(f"{where} holds no {what} state for the {what} given to load")
-        if optimizer is not None:
-            saved_class = blob["optimizer"].get("class")
-            if saved_class != type(optimizer).__name__:
-                raise ValueError(
-                    f"{where} holds {saved_class} optimizer state, "
-                    f"cannot load it into {type(optimizer).__name__}"
-                )
-    except (KeyError, TypeError, AttributeError) as error:
+        contents = _validate(text, tensors, model, optimizer, scheduler, loader, where)
+    except _UNFORESEEN as error:
+        # _validate checks every entry explicitly; this guard only keeps an entry
+        # it did not foresee from escaping as an undocumented exception type.
         raise ValueError(f"{where} has malformed xcnn metadata ({error!r})") from None
 
-    model.load_state_dict(model_arrays)
+    # The optimizer, scheduler and loader judge the values of their own state when
+    # loading it, so they go first, while as little as possible has changed.
+    steps: list[tuple[str, Any, Any]] = []
     if optimizer is not None:
-        try:
-            optimizer.load_state_dict(_join_optimizer_state(blob["optimizer"], optim_arrays))
-        except (KeyError, ValueError) as error:
-            raise ValueError(f"{where}: cannot restore the optimizer: {_message(error)}") from None
+        steps.append(("optimizer state", optimizer, contents.optimizer))
     if scheduler is not None:
-        try:
-            scheduler.load_state_dict(blob["scheduler"])
-        except (KeyError, ValueError) as error:
-            raise ValueError(f"{where}: cannot restore the scheduler: {_message(error)}") from None
+        steps.append(("scheduler state", scheduler, contents.scheduler))
     if loader is not None:
-        loader.load_state_dict(blob["loader"])
-    for name, generator in generators.items():
-        generator.load_state_dict(saved_generators[name])
+        steps.append(("data loader state", loader, contents.loader))
+    steps.append(("model weights", model, contents.model))
+    for name, generator in _module_generators(model):
+        steps.append((f"random generator of module {name!r}", generator, contents.generators[name]))
     if restore_rng:
-        backends.default_generator().bit_generator.state = blob["rng"]["default"]
+        steps.append(("default random generator", _DefaultGenerator(), contents.default_rng))
+    _apply(steps, where)
+    return contents.meta
 
-    meta = dict(blob.get("config") or {})
-    meta.update(
-        epoch=blob.get("epoch"),
-        step=blob.get("step"),
-        history=blob.get("history"),
-        xcnn_version=blob.get("xcnn_version"),
-    )
-    return meta
+
+#: What a malformed entry that the checks in _validate did not foresee could raise.
+_UNFORESEEN = (KeyError, TypeError, AttributeError, IndexError, OverflowError, RecursionError)
+
+
+@dataclass
+class _Contents:
+    """A checkpoint's pieces, validated against their targets and ready to apply."""
+
+    model: dict[str, np.ndarray]
+    generators: dict[str, dict]
+    default_rng: dict
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    loader: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _DefaultGenerator:
+    """xcnn's default host generator behind the ``state_dict`` protocol of the others."""
+
+    def state_dict(self) -> dict:
+        return backends.default_generator().bit_generator.state
+
+    def load_state_dict(self, state: dict) -> None:
+        backends.default_generator().bit_generator.state = state
+
+
+def _apply(steps: list[tuple[str, Any, Any]], where: str) -> None:
+    """``target.load_state_dict(state)`` for each step; on failure, undo all of them."""
+    undo: list[tuple[Any, Any]] = []
+    try:
+        for what, target, state in steps:
+            undo.append((target, target.state_dict()))
+            try:
+                target.load_state_dict(state)
+            except (KeyError, ValueError, TypeError, OverflowError) as error:
+                raise ValueError(
+                    f"{where}: cannot restore the {what} ({_message(error)}); nothing was changed"
+                ) from error
+    except BaseException:
+        for target, before in reversed(undo):
+            target.load_state_dict(before)
+        raise
 
 
 def _version() -> str:
@@ -403,10 +556,8 @@ def _check_regular_file(path: Path, where: str) -> None:
         raise ValueError(f"{where} is not a regular file")
 
 
-def _read(path: Path, where: str) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Parse the file: (metadata blob, model arrays by name, optimizer arrays by key)."""
-    model_arrays: dict[str, np.ndarray] = {}
-    optim_arrays: dict[str, np.ndarray] = {}
+def _read(path: Path, where: str) -> tuple[str, dict[str, np.ndarray]]:
+    """The xcnn metadata text, verified against its SHA-256, and every tensor."""
     try:
         with safe_open(path, framework="numpy") as handle:
             header = handle.metadata() or {}
@@ -415,39 +566,236 @@ def _read(path: Path, where: str) -> tuple[dict, dict[str, np.ndarray], dict[str
                     f"{where} is a safetensors file without xcnn metadata; "
                     "was it written by xcnn.save?"
                 )
-            try:
-                blob = json.loads(header[_META_KEY])
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where} has corrupt xcnn metadata ({error})") from None
-            if not isinstance(blob, dict):
-                raise ValueError(f"{where} has corrupt xcnn metadata (not a JSON object)")
-            for key in handle.keys():
-                if key.startswith(_MODEL):
-                    model_arrays[key[len(_MODEL) :]] = handle.get_tensor(key)
-                elif key.startswith(_OPTIM):
-                    optim_arrays[key[len(_OPTIM) :]] = handle.get_tensor(key)
-                else:
-                    raise ValueError(f"{where} holds an unknown tensor {key!r}")
+            text, digest = header[_META_KEY], header.get(_DIGEST_KEY)
+            if digest is None:
+                raise ValueError(
+                    f"{where} carries no xcnn checksum ({_DIGEST_KEY!r}): it is not an xcnn "
+                    f"checkpoint, or was written by an incompatible xcnn version (this is "
+                    f"xcnn {_version()}, checkpoint format {FORMAT_VERSION})"
+                )
+            if _text_digest(text) != digest:
+                raise ValueError(
+                    f"{where} is corrupt: its xcnn metadata does not match its SHA-256 checksum"
+                )
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except SafetensorError as error:
         raise ValueError(f"{where} is not a readable safetensors file ({error})") from None
-    return blob, model_arrays, optim_arrays
+    return text, tensors
+
+
+def _validate(
+    text: str,
+    tensors: dict[str, np.ndarray],
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    loader: Any,
+    where: str,
+) -> _Contents:
+    """Check every piece of the checkpoint against its target; change nothing."""
+    blob = _parse(text, where)
+    model_arrays, optim_arrays = _split_tensors(tensors, blob, where)
+    _check_layout(blob, where)
+    _check_architecture(model, model_arrays, where)
+
+    generators = dict(_module_generators(model))
+    saved_generators = blob["rng"]["modules"]
+    if set(generators) != set(saved_generators):
+        raise ValueError(
+            f"{where} does not match {type(model).__name__}: modules with a random "
+            f"generator differ: checkpoint has {sorted(saved_generators)}, "
+            f"model has {sorted(generators)}"
+        )
+    for name, generator in generators.items():
+        _conform(
+            saved_generators[name],
+            generator.state_dict(),
+            f"rng.modules.{name}",
+            f"the random generator of module {name!r}",
+            where,
+        )
+    default_rng = blob["rng"]["default"]
+    _conform(
+        default_rng,
+        _DefaultGenerator().state_dict(),
+        "rng.default",
+        "xcnn's default random generator",
+        where,
+    )
+
+    contents = _Contents(model_arrays, saved_generators, default_rng)
+    for what, target in (("optimizer", optimizer), ("scheduler", scheduler), ("loader", loader)):
+        if target is not None and blob[what] is None:
+            raise ValueError(f"{where} holds no {what} state for the {what} given to load")
+    if optimizer is not None:
+        contents.optimizer = _optimizer_state(blob["optimizer"], optim_arrays, optimizer, where)
+    if scheduler is not None:
+        contents.scheduler = blob["scheduler"]
+        _conform(
+            contents.scheduler,
+            scheduler.state_dict(),
+            "scheduler",
+            f"the {type(scheduler).__name__} given to load",
+            where,
+        )
+    if loader is not None:
+        contents.loader = blob["loader"]
+        _conform(
+            contents.loader,
+            loader.state_dict(),
+            "loader",
+            f"the {type(loader).__name__} given to load",
+            where,
+        )
+
+    contents.meta = dict(blob["config"])
+    contents.meta.update(
+        epoch=blob["epoch"],
+        step=blob["step"],
+        history=blob["history"],
+        xcnn_version=blob["xcnn_version"],
+    )
+    return contents
+
+
+def _parse(text: str, where: str) -> dict[str, Any]:
+    """The metadata's JSON object, of this format version."""
+    try:
+        blob = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"{where} has corrupt xcnn metadata ({error})") from None
+    if not isinstance(blob, dict):
+        raise ValueError(f"{where} has corrupt xcnn metadata (not a JSON object)")
+    version = blob.get("format")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise ValueError(
+            f"{where} has format version {version!r}; this xcnn "
+            f"({_version()}) reads version {FORMAT_VERSION}"
+        )
+    return blob
+
+
+def _split_tensors(
+    tensors: dict[str, np.ndarray], blob: dict[str, Any], where: str
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Verify the tensors' digest; return (model arrays by name, optimizer arrays by key)."""
+    digest = blob.get(_TENSORS_DIGEST)
+    if not isinstance(digest, str):
+        raise ValueError(f"{where} has malformed xcnn metadata: no {_TENSORS_DIGEST!r} entry")
+    if digest != _tensors_digest(tensors):
+        raise ValueError(f"{where} is corrupt: its tensors do not match their SHA-256 checksum")
+    model_arrays: dict[str, np.ndarray] = {}
+    optim_arrays: dict[str, np.ndarray] = {}
+    for key, array in tensors.items():
+        if key.startswith(_MODEL):
+            model_arrays[key[len(_MODEL) :]] = array
+        elif key.startswith(_OPTIM):
+            optim_arrays[key[len(_OPTIM) :]] = array
+        else:
+            raise ValueError(f"{where} holds an unknown tensor {key!r}")
+    return model_arrays, optim_arrays
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
+#: Every top-level entry of the metadata: (key, test, what the test accepts).
+_LAYOUT: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("xcnn_version", lambda v: isinstance(v, str), "a string"),
+    ("backend", lambda v: isinstance(v, str), "a string"),
+    ("epoch", lambda v: v is None or (_is_int(v) and v >= 0), "null or an integer >= 0"),
+    ("step", lambda v: v is None or (_is_int(v) and v >= 0), "null or an integer >= 0"),
+    ("history", lambda v: v is None or isinstance(v, dict), "null or an object"),
+    ("config", lambda v: isinstance(v, dict), "an object"),
+    ("optimizer", lambda v: v is None or isinstance(v, dict), "null or an object"),
+    ("scheduler", lambda v: v is None or isinstance(v, dict), "null or an object"),
+    ("loader", lambda v: v is None or isinstance(v, dict), "null or an object"),
+    ("rng", lambda v: isinstance(v, dict), "an object"),
+)
+
+#: The entries of ``rng`` and of ``optimizer``, in the same form.
+_RNG_LAYOUT: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("default", lambda v: isinstance(v, dict), "an object"),
+    (
+        "modules",
+        lambda v: isinstance(v, dict) and all(isinstance(s, dict) for s in v.values()),
+        "an object mapping module names to objects",
+    ),
+)
+_OPTIMIZER_LAYOUT: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("class", lambda v: isinstance(v, str), "a string"),
+    (
+        "indices",
+        lambda v: isinstance(v, list) and all(_is_index(i) for i in v),
+        "a list of parameter indices (decimal strings)",
+    ),
+    (
+        "scalars",
+        lambda v: (
+            isinstance(v, dict)
+            and all(
+                _is_index(i) and isinstance(e, dict) and all(_is_number(x) for x in e.values())
+                for i, e in v.items()
+            )
+        ),
+        "an object mapping parameter indices to objects of numbers",
+    ),
+    (
+        "param_groups",
+        lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
+        "a list of objects",
+    ),
+)
+
+
+def _check_entries(
+    node: dict[str, Any], layout: tuple[tuple[str, Callable[[Any], bool], str], ...], prefix: str
+) -> None:
+    for name, test, expected in layout:
+        key = prefix + name
+        if name not in node:
+            raise ValueError(f"no {key!r} entry")
+        if not test(node[name]):
+            raise ValueError(f"{key!r} should be {expected}, got {reprlib.repr(node[name])}")
+
+
+def _check_layout(blob: dict[str, Any], where: str) -> None:
+    """Raise unless every entry of the metadata has the type :func:`save` gives it."""
+    try:
+        _check_entries(blob, _LAYOUT, "")
+        _check_entries(blob["rng"], _RNG_LAYOUT, "rng.")
+        if blob["optimizer"] is not None:
+            _check_entries(blob["optimizer"], _OPTIMIZER_LAYOUT, "optimizer.")
+    except ValueError as error:
+        raise ValueError(f"{where} has malformed xcnn metadata: {error}") from None
 
 
 def _check_architecture(model: Any, arrays: dict[str, np.ndarray], where: str) -> None:
-    """Raise one ValueError listing every missing, unexpected and mis-shaped entry."""
-    expected: dict[str, tuple[int, ...]] = {}
-    for name, param in model.named_parameters():
-        expected[name] = tuple(param.data.shape)
-    for name, buffer in model.named_buffers():
-        expected[name] = tuple(buffer.shape)
+    """Raise one ValueError listing every missing, unexpected, mis-shaped and mis-typed entry."""
+    expected: dict[str, Any] = {name: param.data for name, param in model.named_parameters()}
+    expected.update(model.named_buffers())
     missing = [k for k in expected if k not in arrays]
     unexpected = [k for k in arrays if k not in expected]
-    shapes = [
-        f"{k}: model {expected[k]}, checkpoint {tuple(arrays[k].shape)}"
-        for k in expected
-        if k in arrays and tuple(arrays[k].shape) != expected[k]
-    ]
-    if not (missing or unexpected or shapes):
+    shapes, dtypes = [], []
+    for key, current in expected.items():
+        if key not in arrays:
+            continue
+        given = arrays[key]
+        if tuple(given.shape) != tuple(current.shape):
+            shapes.append(f"{key}: model {tuple(current.shape)}, checkpoint {tuple(given.shape)}")
+        want = np.dtype(backends.dtype_name(current.dtype))
+        if _KINDS[want.kind] != _KINDS.get(given.dtype.kind):
+            dtypes.append(f"{key}: model {want.name}, checkpoint {given.dtype.name}")
+    if not (missing or unexpected or shapes or dtypes):
         return
     problems = []
     if missing:
@@ -456,18 +804,127 @@ def _check_architecture(model: Any, arrays: dict[str, np.ndarray], where: str) -
         problems.append(f"not in the model: {unexpected}")
     if shapes:
         problems.append(f"shape mismatch: {'; '.join(shapes)}")
-    raise ValueError(
-        f"{where} was saved from another architecture than this {type(model).__name__}: "
-        + " | ".join(problems)
+    if dtypes:
+        problems.append(
+            f"dtype of another kind: {'; '.join(dtypes)} (float32 and float64 load into each "
+            "other; integer and bool values never load into floating parameters, nor "
+            "floating values into integer buffers)"
+        )
+    intro = (
+        f"was saved from another architecture than this {type(model).__name__}"
+        if missing or unexpected or shapes
+        else f"does not fit this {type(model).__name__}"
     )
+    raise ValueError(f"{where} {intro}: " + " | ".join(problems))
 
 
-def _join_optimizer_state(saved: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Rebuild ``optimizer.state_dict()``'s layout from the JSON part and the tensors."""
-    state: dict[str, dict[str, Any]] = {str(i): {} for i in saved.get("indices", [])}
-    for key, value in arrays.items():
+#: dtype kinds that load into each other (``Module.load_state_dict`` casts within one).
+_KINDS = {"b": "bool", "i": "integer", "u": "integer", "f": "floating", "c": "complex"}
+
+
+def _optimizer_state(
+    saved: dict[str, Any], arrays: dict[str, np.ndarray], optimizer: Any, where: str
+) -> dict[str, Any]:
+    """Rebuild ``optimizer.state_dict()``'s layout from the file, checked against ``optimizer``."""
+    saved_class = saved["class"]
+    if saved_class != type(optimizer).__name__:
+        raise ValueError(
+            f"{where} holds {saved_class} optimizer state, "
+            f"cannot load it into {type(optimizer).__name__}"
+        )
+    _conform(
+        saved["param_groups"],
+        optimizer.state_dict()["param_groups"],
+        "optimizer.param_groups",
+        f"the {type(optimizer).__name__} given to load",
+        where,
+    )
+    indices = saved["indices"]
+    state: dict[str, dict[str, Any]] = {index: {} for index in indices}
+    for key, array in sorted(arrays.items()):
         index, _, name = key.partition(".")
-        state.setdefault(index, {})[name] = value
-    for index, entries in saved.get("scalars", {}).items():
-        state.setdefault(index, {}).update(entries)
+        if index not in state or not name:
+            raise ValueError(
+                f"{where} holds the optimizer tensor {_OPTIM + key!r}, which belongs to no "
+                f"saved parameter (the optimizer state has indices {indices})"
+            )
+        if array.dtype.kind != "f":
+            raise ValueError(
+                f"{where}: the optimizer tensor {_OPTIM + key!r} has dtype "
+                f"{array.dtype.name}, expected a floating dtype"
+            )
+        state[index][name] = array
+    for index, entries in saved["scalars"].items():
+        if index not in state:
+            raise ValueError(
+                f"{where} holds optimizer scalars for parameter {index}, which has no "
+                f"saved state (the optimizer state has indices {indices})"
+            )
+        state[index].update(entries)
     return {"state": state, "param_groups": saved["param_groups"]}
+
+
+def _conform(value: Any, template: Any, label: str, owner: str, where: str) -> None:
+    """Raise unless ``value`` (from the file) has the layout of ``template``.
+
+    ``template`` is the target's own ``state_dict()``, so the check needs no
+    knowledge of each class: same keys, same list lengths, the same JSON kind at
+    every leaf (any number where the target has a number), and random-generator
+    states that their generator accepts exactly. Values themselves (a negative
+    learning rate, say) are the target's ``load_state_dict`` to judge.
+    """
+    problem = _mismatch(value, template, label)
+    if problem is not None:
+        raise ValueError(f"{where} does not fit {owner}: {problem}")
+
+
+def _mismatch(value: Any, template: Any, label: str) -> str | None:
+    """How ``value`` differs in layout from ``template``, or None (see :func:`_conform`)."""
+    got = reprlib.repr(value)
+    if isinstance(template, dict):
+        if not isinstance(value, dict):
+            return f"{label} should be an object, got {got}"
+        if set(value) != set(template):
+            return f"{label} should have the entries {sorted(template)}, got {sorted(value)}"
+        if isinstance(template.get("bit_generator"), str):
+            return _bit_generator_mismatch(value, template["bit_generator"], label)
+        for key, item in template.items():
+            problem = _mismatch(value[key], item, f"{label}.{key}")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(template, (list, tuple)):
+        if not isinstance(value, list) or len(value) != len(template):
+            items = f"{len(template)} item" + ("" if len(template) == 1 else "s")
+            return f"{label} should be a list of {items}, got {got}"
+        for i, (item, expected) in enumerate(zip(value, template, strict=True)):
+            problem = _mismatch(item, expected, f"{label}[{i}]")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(template, bool):
+        return None if isinstance(value, bool) else f"{label} should be true or false, got {got}"
+    if isinstance(template, numbers.Real):
+        return None if _is_number(value) else f"{label} should be a number, got {got}"
+    if isinstance(template, str):
+        return None if isinstance(value, str) else f"{label} should be a string, got {got}"
+    if template is None:
+        return None if value is None else f"{label} should be null, got {got}"
+    return None  # a kind JSON does not have: the target's load_state_dict judges it
+
+
+def _bit_generator_mismatch(value: dict, name: str, label: str) -> str | None:
+    """Whether a fresh ``numpy.random.<name>`` takes ``value`` as its state, exactly."""
+    if value.get("bit_generator") != name:
+        return f"{label} should be a {name} state, got {reprlib.repr(value.get('bit_generator'))}"
+    kind = getattr(np.random, name, None)
+    if kind is None:  # a bit generator NumPy does not export: its owner judges the state
+        return None
+    probe = kind(0)
+    try:
+        probe.state = value
+    except (TypeError, ValueError, KeyError, OverflowError) as error:
+        return f"{label} is not a valid {name} state ({error})"
+    if probe.state != value:  # the setter truncated or wrapped something
+        return f"{label} is not a valid {name} state (a value is out of range)"
+    return None

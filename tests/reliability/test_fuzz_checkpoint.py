@@ -7,10 +7,16 @@ each bad input here the test asserts that exact type, that the message names the
 file, and that the model, the optimizer and xcnn's default RNG are exactly as
 they were before the call (:class:`Snapshot`). A corrupted file may only load
 if what it loads is identical to what was saved.
+
+Checkpoints carry SHA-256 digests of their tensors and metadata, so an edited
+file is refused at the checksum. To reach the checks behind it, the edit tests
+also run on files *re-signed* by :func:`sign`, which recomputes the digests
+from the format that ``xcnn.io`` documents (written here, not imported).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -218,13 +224,47 @@ def read_parts(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata())
 
 
-def rewrite(tmp_path, saved, name, tensors=None, metadata=None, edit=None):
-    """Write a valid safetensors file from the real checkpoint's parts, edited."""
+def sign(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, str]:
+    """``metadata`` with the digests ``xcnn.save`` would write for ``tensors``.
+
+    From ``xcnn.io``'s documentation: ``tensors_sha256`` (inside the JSON) hashes,
+    in sorted key order, the line ``json.dumps([key, dtype.str, shape]) + "\\n"`` and
+    the little-endian bytes of each tensor; ``xcnn_sha256`` hashes the JSON text.
+    Metadata that is not a JSON object keeps its text and gets only the second.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        array = np.asarray(tensors[key])
+        little = array.astype(array.dtype.newbyteorder("<"))
+        digest.update((json.dumps([key, little.dtype.str, list(little.shape)]) + "\n").encode())
+        digest.update(little.tobytes())
+    signed = dict(metadata)
+    try:
+        blob = json.loads(signed["xcnn"])
+    except (ValueError, RecursionError):
+        blob = None
+    if isinstance(blob, dict):
+        blob["tensors_sha256"] = digest.hexdigest()
+        signed["xcnn"] = json.dumps(blob)
+    signed["xcnn_sha256"] = hashlib.sha256(signed["xcnn"].encode()).hexdigest()
+    return signed
+
+
+def test_sign_reproduces_what_xcnn_save_writes(saved):
+    """The re-signing oracle agrees with xcnn.save, so re-signed files are what xcnn would write."""
+    tensors, metadata = read_parts(saved[0])
+    assert sign(tensors, metadata) == metadata
+
+
+def rewrite(tmp_path, saved, name, tensors=None, metadata=None, edit=None, signed=False):
+    """Write a valid safetensors file from the real checkpoint's parts, edited (and re-signed)."""
     base_tensors, base_meta = read_parts(saved[0])
     tensors = dict(base_tensors if tensors is None else tensors)
     metadata = dict(base_meta if metadata is None else metadata)
     if edit is not None:
         edit(tensors, metadata)
+    if signed:
+        metadata = sign(tensors, metadata)
     path = tmp_path / name
     save_file(tensors, path, metadata=metadata)
     return path
@@ -304,6 +344,37 @@ def test_a_float64_checkpoint_loads_cast_as_documented(tmp_path):
         np.testing.assert_array_equal(got, value.astype(got.dtype))
 
 
+# Module.load_state_dict itself (state dicts that never were a file, e.g. torch's):
+# (key, value of another kind) for build()'s model.
+OTHER_KIND = {
+    "int-weight": ("0.weight", np.arange(18, dtype=np.int64).reshape(2, 1, 3, 3)),
+    "bool-bias": ("5.bias", np.ones(3, dtype=np.bool_)),
+    "uint8-buffer": ("1.running_var", np.full(2, 3, dtype=np.uint8)),
+    "float-count": ("1.num_batches_tracked", np.asarray(2.5)),
+}
+
+
+@pytest.mark.parametrize("case", list(OTHER_KIND))
+def test_load_state_dict_refuses_values_of_another_kind(backend, case):
+    model, _, _ = build(seed=7)
+    before = model.state_dict()
+    key, value = OTHER_KIND[case]
+    given = {**before, key: value}
+    with pytest.raises(TypeError) as caught:
+        model.load_state_dict(given)
+    expected = before[key].dtype.name
+    assert f"{key}: expected {expected}, got {value.dtype.name}" in str(caught.value)
+    after = model.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before), "the model changed"
+    # Within a kind, values are cast to the model's dtype.
+    same_kind = {
+        k: v.astype(np.float64 if v.dtype.kind == "f" else np.int32) for k, v in before.items()
+    }
+    model.load_state_dict(same_kind)
+    for k, v in model.state_dict().items():
+        assert v.dtype == before[k].dtype and np.array_equal(v, before[k]), k
+
+
 # Files edited after saving (tensors swapped, added, dropped, retyped): the
 # checkpoint no longer is what xcnn.save wrote, so it must be refused, whether
 # by a checksum or by the architecture checks.
@@ -324,9 +395,16 @@ TENSOR_EDITS = {
 }
 
 
+SIGNED = pytest.mark.parametrize("signed", [False, True], ids=["as-edited", "re-signed"])
+
+
+@SIGNED
 @pytest.mark.parametrize("case", list(TENSOR_EDITS))
-def test_edited_tensors_are_rejected(tmp_path, saved, case):
-    expect_rejected(rewrite(tmp_path, saved, f"{case}.safetensors", edit=TENSOR_EDITS[case]))
+def test_edited_tensors_are_rejected(tmp_path, saved, case, signed):
+    path = rewrite(tmp_path, saved, f"{case}.safetensors", edit=TENSOR_EDITS[case], signed=signed)
+    message = expect_rejected(path)
+    if not signed:
+        assert "SHA-256" in message, message
 
 
 # -- malformed metadata ---------------------------------------------------------------
@@ -404,11 +482,18 @@ def _raw_meta(text):
     return lambda tensors, metadata: metadata.__setitem__("xcnn", text)
 
 
+# Re-signing needs the "xcnn" key; the last two cases are about its absence.
+METADATA_CASES = [(case, False) for case in [*RAW_METADATA, *BLOB_EDITS]]
+METADATA_CASES += [("no-xcnn-key", False), ("no-metadata", False)]
+METADATA_CASES += [(case, True) for case in [*RAW_METADATA, *BLOB_EDITS]]
+
+
 @pytest.mark.parametrize(
-    "case",
-    [*RAW_METADATA, *BLOB_EDITS, "no-xcnn-key", "no-metadata"],
+    ("case", "signed"),
+    METADATA_CASES,
+    ids=[f"{case}{'-re-signed' if signed else ''}" for case, signed in METADATA_CASES],
 )
-def test_malformed_metadata_is_rejected(tmp_path, saved, case):
+def test_malformed_metadata_is_rejected(tmp_path, saved, case, signed):
     if case in RAW_METADATA:
         edit = _raw_meta(RAW_METADATA[case])
     elif case in BLOB_EDITS:
@@ -424,7 +509,7 @@ def test_malformed_metadata_is_rejected(tmp_path, saved, case):
         save_file(tensors, path)
         expect_rejected(path)
         return
-    expect_rejected(rewrite(tmp_path, saved, f"{case}.safetensors", edit=edit))
+    expect_rejected(rewrite(tmp_path, saved, f"{case}.safetensors", edit=edit, signed=signed))
 
 
 json_values = st.recursive(
@@ -453,7 +538,7 @@ def _paths(node, prefix=()):
 @settings(FUZZ, max_examples=150)
 @given(draw=st.data())
 def test_metadata_with_a_random_value_anywhere(tmp_path, no_hang, saved, draw):
-    """Replace one node of the JSON blob by a random JSON value (or delete it)."""
+    """Replace one node of the JSON blob by a random JSON value (or delete it), re-signed."""
     tensors, metadata = read_parts(saved[0])
     blob = json.loads(metadata["xcnn"])
     paths = [p for p in _paths(blob) if p]
@@ -466,7 +551,7 @@ def test_metadata_with_a_random_value_anywhere(tmp_path, no_hang, saved, draw):
     else:
         node[target[-1]] = draw.draw(json_values)
     path = tmp_path / "random-meta.safetensors"
-    save_file(tensors, path, metadata={"xcnn": json.dumps(blob)})
+    save_file(tensors, path, metadata=sign(tensors, {"xcnn": json.dumps(blob)}))
     model, opt, sched = build(seed=7)
     train_step(model, opt)
     snap = Snapshot(model, opt)

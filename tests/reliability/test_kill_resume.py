@@ -6,7 +6,8 @@ with SIGKILL again and again (after seeded random delays, and right when a
 checkpoint's temporary file appears, i.e. during a save) and restarted with
 ``--resume`` each time. After every kill the checkpoint on disk is absent or
 loads cleanly (never partial); at the end, the weights and optimizer state in
-the final checkpoint equal the unbroken run's bit for bit.
+the final checkpoint equal the unbroken run's bit for bit, and the temporary
+files that killed saves left behind are gone (each save removes them).
 """
 
 from __future__ import annotations
@@ -192,6 +193,7 @@ def test_kill_9_and_resume_is_bit_exact(tmp_path):
         if "test accuracy:" in done.stdout:
             break
     state, meta, raw = load_checkpoint(ck)
+    leftovers = temp_files(run_dir, ck)
 
     assert kills >= 3, f"only {kills} kills landed; the plan needs a slower run"
     assert max(resumed_epochs) >= 1, "no kill happened after a checkpoint existed"
@@ -205,7 +207,8 @@ def test_kill_9_and_resume_is_bit_exact(tmp_path):
     for key in ref_raw:
         assert raw[key].tobytes() == ref_raw[key].tobytes(), f"{key} differs from the reference"
     assert meta["history"]["train_loss"] == ref_meta["history"]["train_loss"]
+    # The final save came after the last kill, and removed what the killed saves left.
+    assert leftovers == [], f"temporary files of killed saves piled up: {leftovers}"
     print(
-        f"kills: {kills}, during a save: {saves_hit}, epochs on disk at each kill: "
-        f"{resumed_epochs}, leftover temp files: {len(temp_files(run_dir, ck))}"
+        f"kills: {kills}, during a save: {saves_hit}, epochs on disk at each kill: {resumed_epochs}"
     )

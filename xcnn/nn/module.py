@@ -184,7 +184,11 @@ class Module:
 
         Accepts NumPy arrays, arrays of any backend, or anything with a
         ``.numpy()`` method (e.g. CPU ``torch.Tensor``). Values keep this
-        module's dtype and backend.
+        module's dtype and backend: a float64 value is cast into a float32
+        parameter and back, but values of another kind (an integer or bool
+        value for a floating parameter, a floating value for an integer
+        buffer) are refused rather than cast. Every key, shape and dtype is
+        checked before any value is copied.
 
         Raises
         ------
@@ -192,6 +196,9 @@ class Module:
             Keys missing or unexpected (``strict=True``), listed by name.
         ValueError
             Shapes that disagree, listed with the expected and given shape.
+        TypeError
+            dtypes of another kind (bool, integer, floating, complex), listed
+            with the expected and given dtype.
         """
         targets: dict[str, tuple[Module, str, bool]] = {}
         for module_name, module in self.named_modules():
@@ -203,7 +210,9 @@ class Module:
         host = {key: _to_host(value) for key, value in state_dict.items()}
         missing = [k for k in targets if k not in host]
         unexpected = [k for k in host if k not in targets]
-        mismatched = []
+        # Values are cast within a kind only (float64 -> float32, int32 -> int64).
+        kinds = {"b": "bool", "i": "integer", "u": "integer", "f": "floating", "c": "complex"}
+        mismatched, retyped = [], []
         for key, (module, name, is_param) in targets.items():
             if key not in host:
                 continue
@@ -212,10 +221,22 @@ class Module:
                 mismatched.append(
                     f"{key}: expected {tuple(current.shape)}, got {tuple(host[key].shape)}"
                 )
+            # Casting across kinds is never what a checkpoint meant: bools and integers
+            # would silently become weights, fractional statistics would be truncated.
+            want = np.dtype(backends.dtype_name(current.dtype))
+            given = host[key].dtype
+            if kinds[want.kind] != kinds.get(given.kind, given.kind):
+                retyped.append(f"{key}: expected {want.name}, got {given.name}")
         if mismatched:
             raise ValueError(
                 f"{type(self).__name__}.load_state_dict: shape mismatch for "
                 + "; ".join(mismatched)
+            )
+        if retyped:
+            raise TypeError(
+                f"{type(self).__name__}.load_state_dict: dtype of another kind for "
+                + "; ".join(retyped)
+                + " (values are cast only within a kind, e.g. float64 -> float32)"
             )
         if strict and (missing or unexpected):
             raise KeyError(
