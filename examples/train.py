@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint=args.checkpoint,
         resume=args.resume,
         progress=not args.no_progress,
+        verbose=True,  # the per-epoch line is printed even without the progress bar
     )
     if args.plot is not None:
         xcnn.plot_history(history, args.plot)
