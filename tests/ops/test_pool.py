@@ -202,6 +202,55 @@ def test_max_pool2d_fast_path_equals_standard_twin(rng, shape, kernel, stride, p
     assert gx.dtype == gx2.dtype == np.float32
 
 
+TILED_CONFIGS = [
+    pytest.param((4, 3, 8, 10), 2, id="2x2"),
+    pytest.param((2, 3, 7, 9), 2, id="2x2-floor-leftover"),
+    pytest.param((2, 2, 9, 9), 3, id="3x3"),
+    pytest.param((2, 2, 6, 9), (2, 3), id="2x3"),
+    pytest.param((1, 2, 4, 5), 1, id="1x1"),
+    pytest.param((1, 1, 4, 4), 4, id="kernel-equals-input"),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("shape", "kernel"), TILED_CONFIGS)
+def test_tiled_fast_path_equals_twin_with_nan_inf_ties_and_strided_input(rng, shape, kernel, dtype):
+    # Windows that tile the input run the twin's loop on contiguous planes: same maxima,
+    # same indices, even for NaN (the first NaN stops the running argmax) and +-inf.
+    xp = backends.get("numpy").xp
+    x = rng.integers(-2, 3, size=shape).astype(dtype)
+    x[rng.random(shape) < 0.15] = np.nan
+    x[rng.random(shape) < 0.1] = np.inf
+    x[rng.random(shape) < 0.1] = -np.inf
+    strided = np.asfortranarray(x)  # same values, non-C-contiguous memory
+    assert not strided.flags.c_contiguous
+    with standard_only():
+        y2, indices2 = max_pool2d(xp.asarray(x), kernel)
+    for given in (x, strided):
+        y, indices = max_pool2d(given, kernel)
+        np.testing.assert_array_equal(y, y2)  # NaN positions must match too
+        np.testing.assert_array_equal(indices, indices2)
+        assert y.dtype == y2.dtype == np.dtype(dtype)
+        assert indices.dtype == indices2.dtype
+
+
+def test_tiled_fast_path_outputs_are_not_reused_across_calls(rng):
+    # Scratch is reused between calls; what a call returns must never be.
+    x1 = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    x2 = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    y1, indices1 = max_pool2d(x1, 2)
+    kept_y, kept_indices = y1.copy(), indices1.copy()
+    y2, indices2 = max_pool2d(x2, 2)
+    gy = rng.standard_normal(tuple(y1.shape)).astype(np.float32)
+    gx1 = max_pool2d_backward(gy, indices1, x1.shape, 2)
+    kept_gx = gx1.copy()
+    max_pool2d_backward(gy, indices2, x2.shape, 2)
+    np.testing.assert_array_equal(y1, kept_y)
+    np.testing.assert_array_equal(indices1, kept_indices)
+    np.testing.assert_array_equal(gx1, kept_gx)
+    assert not np.shares_memory(y1, y2) and not np.shares_memory(indices1, indices2)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_dtype_and_namespace_are_kept(backend, rng, dtype):
     xp = backend.xp
