@@ -124,6 +124,19 @@ def test_dtype_and_namespace(backend, rng, dtype):
         assert backends.namespace_name(a) == backend.name
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_losses_return_0d_arrays_on_the_backend(backend, rng, dtype):
+    x = backend.asarray(rng.standard_normal((4, 3)), dtype=dtype)
+    targets = backend.asarray(np.array([0, 1, 2, 0]))
+    zeros = backend.asarray(np.zeros((4, 3)), dtype=dtype)
+    for loss in (nn.CrossEntropyLoss()(x, targets), nn.MSELoss()(x, zeros)):
+        assert tuple(loss.shape) == ()
+        assert not isinstance(loss, np.generic)  # NumPy reductions give scalars
+        assert type(loss) is type(x)
+        assert backends.namespace_name(loss) == backend.name
+        assert backends.dtype_name(loss.dtype) == dtype
+
+
 def test_non_contiguous_inputs_give_identical_results(backend, rng):
     host = rng.standard_normal((4, 6)).astype(np.float32)
     strided = np.repeat(host, 2, axis=1)[:, ::2]

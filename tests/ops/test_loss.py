@@ -165,6 +165,22 @@ def test_dtype_and_namespace(backend, rng, dtype):
     assert loss.ndim == 0 and mse.ndim == 0
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_losses_are_0d_arrays_not_scalars(backend, rng, dtype):
+    # API.md: a loss is a 0-d array on the backend. NumPy reductions give np.float32
+    # scalars, which are not arrays (no in-place ops, no .device on older NumPy).
+    logits = backend.asarray(rng.standard_normal((3, 4)), dtype=dtype)
+    targets, _ = _targets(backend, rng, 3, 4)
+    loss, _ = F.softmax_cross_entropy(logits, targets)
+    mse, _ = F.mse_loss(logits, backend.asarray(rng.standard_normal((3, 4)), dtype=dtype))
+    for value in (loss, mse):
+        assert tuple(value.shape) == ()
+        assert not isinstance(value, np.generic)
+        assert type(value) is type(logits)
+        assert backends.namespace_name(value) == backend.name
+        assert backends.dtype_name(value.dtype) == dtype
+
+
 @pytest.mark.parametrize("target_dtype", ["int32", "uint8", "int16"])
 def test_any_integer_target_dtype_gives_the_same_loss(backend, rng, target_dtype):
     logits = backend.asarray(rng.standard_normal((5, 4)), dtype="float32")

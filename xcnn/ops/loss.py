@@ -199,7 +199,12 @@ def _softmax_cross_entropy(logits: Any, targets: Any) -> tuple[Any, tuple[Any, A
     onehot = labels[:, None] == xp.arange(c, dtype=xp.int64)[None, :]
     zero = xp.asarray(0.0, dtype=logits.dtype)
     loss = -xp.sum(xp.where(onehot, log_probs, zero)) / n
-    return loss, (xp.exp(log_probs), onehot)
+    return _zero_d(xp, loss), (xp.exp(log_probs), onehot)
+
+
+def _zero_d(xp: Any, value: Any) -> Any:
+    """``value`` as a 0-d array: NumPy reductions return scalars (``np.float32``), not arrays."""
+    return xp.asarray(value)
 
 
 def _scale(grad: Any, like: Any, who: str) -> Any:
@@ -285,7 +290,7 @@ def mse_loss(input: Any, target: Any) -> tuple[Any, Any]:
 def _mse_loss(input: Any, target: Any) -> tuple[Any, Any]:
     xp = array_namespace(input, target)
     diff = input - target
-    return xp.mean(diff * diff), diff
+    return _zero_d(xp, xp.mean(diff * diff)), diff
 
 
 def mse_loss_backward(cache: Any, grad: Any = 1.0) -> Any:
