@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="directory holding the dataset files (default: $XCNN_DATA or ~/.cache/xcnn)",
     )
-    parser.add_argument("--epochs", type=positive_int, default=3)
+    parser.add_argument("--epochs", type=positive_int, default=5)
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--lr", type=positive_float, default=None, help="default: per optimizer")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
