@@ -78,7 +78,9 @@ def _sync(backend: backends.Backend, device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_pair(fns, backend, device, rounds: int, min_seconds: float = 0.3) -> list[float]:
+def time_pair(
+    fns, backend, device, rounds: int, min_seconds: float = 1.0, pause: float = 0.5
+) -> list[float]:
     """Median seconds per call of each fn, alternating fns within every round."""
     for fn in fns:  # warm-up: allocator pools, kernel compilation, caches
         for _ in range(3):
@@ -93,6 +95,9 @@ def time_pair(fns, backend, device, rounds: int, min_seconds: float = 0.3) -> li
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
         for i, fn in enumerate(fns):
+            # Let the other framework's worker threads (OpenBLAS, OpenMP) stop spinning
+            # before timing: on 2 cores they otherwise steal time from this one.
+            time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(reps[i]):
                 fn()
@@ -175,10 +180,15 @@ def bench_epoch(backend, device, data_dir: Path | None, rounds: int) -> list[dic
     return [row]
 
 
-def peak_memory(framework: str, backend_name: str, steps: int = 30) -> float:
-    """Peak RSS (MiB) or, on CuPy/CUDA, peak pool bytes (MiB) of a LeNet-5 b128 train loop."""
+def peak_memory(framework: str, backend_name: str, steps: int = 30) -> tuple[float, float]:
+    """``(peak, growth)`` in MiB of a LeNet-5 batch-128 training loop, in a fresh process.
+
+    On the CPU: the process's peak RSS, and that peak minus the RSS once both models
+    and the batch exist (what the training loop itself adds: activations, gradients,
+    optimizer state). On CuPy/CUDA: the framework's peak pool size, twice.
+    """
     code = f"""
-import resource, sys, json
+import sys, json
 sys.path.insert(0, {str(ROOT / "benchmarks")!r})
 from xcnn import backends
 import bench_speed as b
@@ -186,6 +196,10 @@ backend = backends.use({backend_name!r}).backend
 device = "cuda" if backend.name == "cupy" else "cpu"
 pair = b.Pair("lenet5", 128, backend, device)
 step = pair.xcnn_train_step if {framework!r} == "xcnn" else pair.torch_train_step
+def status(key):  # VmHWM, unlike ru_maxrss, is not inherited from the forking parent
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(key)) / 1024
+before = status("VmRSS")
 peak = 0
 for _ in range({steps}):
     step()
@@ -194,15 +208,17 @@ for _ in range({steps}):
         peak = max(peak, cupy.get_default_memory_pool().total_bytes())
 if backend.name == "cupy":
     import torch
-    value = peak if {framework!r} == "xcnn" else torch.cuda.max_memory_reserved()
-    print(json.dumps(value / 2**20))
+    value = (peak if {framework!r} == "xcnn" else torch.cuda.max_memory_reserved()) / 2**20
+    print(json.dumps([value, value]))
 else:
-    print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    top = status("VmHWM")
+    print(json.dumps([top, top - before]))
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
     )
-    return float(out.stdout.strip().splitlines()[-1])
+    peak, growth = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(peak), float(growth)
 
 
 def _row(what: str, batch: int, xcnn_ips: float, torch_ips: float) -> dict:
@@ -255,11 +271,14 @@ def write_markdown(path: Path, rows, memory, backend, device, rounds: int) -> No
             f"{r['xcnn'] / r['torch']:.2f}x |"
         )
     if memory:
-        unit = "peak memory pool" if backend.name == "cupy" else "peak RSS"
+        (x_peak, x_loop), (t_peak, t_loop) = memory
+        what = "peak memory pool" if backend.name == "cupy" else "peak RSS"
         lines += [
             "",
-            f"LeNet-5 batch-128 training loop, {unit}: xcnn {memory[0]:.0f} MiB, "
-            f"PyTorch {memory[1]:.0f} MiB (ratio {memory[0] / memory[1]:.2f}x).",
+            f"LeNet-5 batch-128 training loop, {what} of the whole process (both libraries "
+            f"imported in each): xcnn {x_peak:.0f} MiB, PyTorch {t_peak:.0f} MiB "
+            f"(ratio {x_peak / t_peak:.2f}x); added by the loop itself over the set-up "
+            f"process: xcnn {x_loop:.0f} MiB, PyTorch {t_loop:.0f} MiB.",
         ]
     section = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -294,7 +313,9 @@ def main() -> int:
     if not args.skip_memory:
         memory = (peak_memory("xcnn", backend.name), peak_memory("torch", backend.name))
         print(
-            f"peak memory, LeNet-5 b128 training: xcnn {memory[0]:.0f} MiB, torch {memory[1]:.0f}"
+            "LeNet-5 b128 training, peak / added by the loop (MiB): "
+            f"xcnn {memory[0][0]:.0f} / {memory[0][1]:.0f}, "
+            f"torch {memory[1][0]:.0f} / {memory[1][1]:.0f}"
         )
     write_markdown(args.out, rows, memory, backend, device, args.rounds)
     print(f"wrote {args.out}")
