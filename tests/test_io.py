@@ -546,3 +546,16 @@ def test_a_save_in_progress_keeps_its_temp_file(tmp_path):
             stalled.wait()
     assert _temps(tmp_path) == []
     assert xcnn.load(path, nn.Linear(2, 2))["who"] == "stalled"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes honour the umask like open(), not mkstemp's private 0o600."""
+    umask = os.umask(0o022)
+    try:
+        xcnn.save(tmp_path / "model.ckpt", nn.Sequential(nn.Linear(2, 2)))
+        hist = xcnn.History()
+        hist.save_json(tmp_path / "history.json")
+    finally:
+        os.umask(umask)
+    for name in ("model.ckpt", "history.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name

@@ -107,7 +107,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     with _save_slot(path):
         tmp = _create_temp(path)
         try:
+            mode = tmp.stat().st_mode
             write(tmp)
+            # write() may replace the file (safetensors' save_file makes it 0o600):
+            # give it back the umask-honouring mode it was created with.
+            os.chmod(tmp, mode)
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -127,12 +131,16 @@ def _temp_pattern(path: Path) -> re.Pattern[str]:
 
 
 def _create_temp(path: Path) -> Path:
-    """A new, empty ``.<name>.<12 hex digits>.tmp`` next to ``path`` (mode 0600, like mkstemp)."""
+    """A new, empty ``.<name>.<12 hex digits>.tmp`` next to ``path``.
+
+    Mode 0o666 minus the umask (mkstemp's fixed 0o600 would leave checkpoints,
+    plots and histories unreadable to the user's group, unlike ``open()``).
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
         tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
-            os.close(os.open(tmp, flags, 0o600))
+            os.close(os.open(tmp, flags, 0o666))
         except FileExistsError:
             continue
         return tmp
