@@ -32,8 +32,8 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "train.py"
-EPOCHS, BATCH, SEED = 4, 16, 3
-N_TRAIN, N_TEST = 96, 32
+EPOCHS, BATCH, SEED = 10, 16, 3
+N_TRAIN, N_TEST = 160, 32
 # The kill plan. "delay": a seeded random time after start. "save": the moment the
 # checkpoint's temporary file appears (mid-save). "after-save": a seeded random time
 # into the epoch after the next checkpoint lands (mid-epoch, and progress is made).
