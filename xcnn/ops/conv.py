@@ -17,16 +17,18 @@ Gradients, with ``gY = grad_output`` viewed as ``(N, G, Og, L)``::
 
 Cache: ``conv2d(..., return_cols=True)`` also returns ``cols``; pass it to
 ``conv2d_backward(..., cols=cols)`` so backward does not unfold ``x`` again (``gW``
-needs it). ``nn.Conv2d`` keeps it between its forward and backward. Backward can
+needs it). ``nn.Conv2d`` keeps it between its forward and backward where
+``reuses_cols(xp)`` says so (not on NumPy, whose fast path unfolds again). Backward can
 skip ``gx`` (``input_grad=False``, e.g. for a model's first layer, whose input needs
 no gradient) and ``gb`` (``bias=False``, as in ``linear_backward``).
 
 Why this layout: the products above are matmuls batched over N on small
 ``(K, L)`` matrices, which were the fastest BLAS shapes we measured (they also map
-to one strided-batched cuBLAS call on CuPy). The one fast path here is NumPy's
-``gx``: ``_conv_numpy`` computes ``gcols`` and its fold batch-last, because NumPy's
-slice-adds in col2im are slow on OW-long runs (see that file). Everything else uses
-im2col/col2im, which have their own NumPy and CuPy fast paths.
+to one strided-batched cuBLAS call on CuPy). On NumPy, ``_conv_numpy`` does the same
+math in cache-sized chunks of images, and computes ``gcols`` and its fold batch-last,
+because NumPy's slice-adds in col2im are slow on OW-long runs (see that file).
+Elsewhere the code below runs as written, on im2col/col2im, which have their own
+CuPy kernels.
 """
 
 from __future__ import annotations
