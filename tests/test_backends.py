@@ -159,3 +159,14 @@ def test_numpy_asarray_copies():
     x = backends.get("numpy").asarray(host)
     x += 1
     assert host[0] == 1.0
+
+
+@pytest.mark.parametrize("name", ["numpy", "array_api_strict"])
+def test_to_host_copies_any_backend_array(name):
+    b = backends.get(name)
+    x = b.asarray(np.arange(4, dtype=np.float32))
+    host = backends.to_host(x)
+    assert isinstance(host, np.ndarray) and host.dtype == np.float32
+    host[0] = 9.0
+    assert float(b.to_numpy(x)[0]) == 0.0  # a copy, not a view
+    assert backends.host_dtype(x.dtype) == np.float32

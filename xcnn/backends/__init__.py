@@ -41,10 +41,12 @@ __all__ = [
     "current",
     "default_generator",
     "dtype_name",
+    "host_dtype",
     "get",
     "host_rng",
     "manual_seed",
     "namespace_name",
+    "to_host",
     "use",
 ]
 
@@ -127,6 +129,21 @@ def _numpy_dtype(dtype: Any) -> np.dtype:
     except TypeError:
         # Backend dtype objects (array_api_strict.float32, ...) print as "...float32".
         return np.dtype(str(dtype).rsplit(".", 1)[-1])
+
+
+def host_dtype(dtype: Any) -> np.dtype:
+    """The NumPy dtype matching a dtype given by name, NumPy dtype or backend dtype."""
+    return _numpy_dtype(dtype)
+
+
+def to_host(value: Any) -> np.ndarray:
+    """A new NumPy array holding ``value``: any backend's array, a CPU ``torch.Tensor``,
+    a NumPy array or scalar. For I/O (state dicts, checkpoints), never inside math."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # CPU torch.Tensor
+        return np.array(value.detach().numpy())
+    if namespace_name(value) == "cupy":
+        return value.get()
+    return np.array(value)
 
 
 def dtype_name(dtype: Any) -> str:

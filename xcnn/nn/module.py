@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
 from xcnn import backends
 
 
@@ -170,13 +168,13 @@ class Module:
 
     # -- state --------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, np.ndarray]:
+    def state_dict(self) -> dict[str, Any]:
         """Host (NumPy) copies of all parameters and buffers, keyed like PyTorch."""
-        state: dict[str, np.ndarray] = {}
+        state: dict[str, Any] = {}
         for name, param in self.named_parameters():
-            state[name] = _to_host(param.data)
+            state[name] = backends.to_host(param.data)
         for name, buffer in self.named_buffers():
-            state[name] = _to_host(buffer)
+            state[name] = backends.to_host(buffer)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
@@ -207,7 +205,7 @@ class Module:
             for name in module._buffers:
                 targets[f"{module_name}.{name}" if module_name else name] = (module, name, False)
 
-        host = {key: _to_host(value) for key, value in state_dict.items()}
+        host = {key: backends.to_host(value) for key, value in state_dict.items()}
         missing = [k for k in targets if k not in host]
         unexpected = [k for k in host if k not in targets]
         # Values are cast within a kind only (float64 -> float32, int32 -> int64).
@@ -223,7 +221,7 @@ class Module:
                 )
             # Casting across kinds is never what a checkpoint meant: bools and integers
             # would silently become weights, fractional statistics would be truncated.
-            want = np.dtype(backends.dtype_name(current.dtype))
+            want = backends.host_dtype(current.dtype)
             given = host[key].dtype
             if kinds[want.kind] != kinds.get(given.kind, given.kind):
                 retyped.append(f"{key}: expected {want.name}, got {given.name}")
@@ -338,15 +336,6 @@ class Module:
         return cache
 
 
-def _to_host(value: Any) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # CPU torch.Tensor
-        return np.array(value.detach().numpy())
-    name = backends.namespace_name(value)
-    if name == "cupy":
-        return value.get()
-    return np.array(value)
-
-
 def _cast(value: Any, dtype_name: str) -> Any:
     """Cast floating arrays to ``dtype_name``; integer buffers keep their dtype."""
     xp = backends.get(backends.namespace_name(value)).xp
@@ -358,4 +347,4 @@ def _cast(value: Any, dtype_name: str) -> Any:
 def _move(value: Any, target: backends.Backend) -> Any:
     if backends.namespace_name(value) == target.name:
         return value
-    return target.asarray(_to_host(value), dtype=value.dtype)
+    return target.asarray(backends.to_host(value), dtype=value.dtype)

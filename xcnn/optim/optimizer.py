@@ -21,7 +21,6 @@ import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
 from array_api_compat import array_namespace
 
 from xcnn import backends
@@ -243,7 +242,7 @@ class Optimizer:
         state: dict[str, dict[str, Any]] = {}
         for param, entries in self.state.items():
             state[str(index_of[id(param)])] = {
-                key: np.array(_to_host(value)) if key in self._array_state else value
+                key: backends.to_host(value) if key in self._array_state else value
                 for key, value in entries.items()
             }
         groups = []
@@ -353,7 +352,7 @@ class Optimizer:
         for entry, value in entries.items():
             if value is None:  # torch writes momentum_buffer=None when momentum is 0
                 continue
-            host = np.array(_to_host(value))
+            host = backends.to_host(value)
             if entry in self._scalar_state:  # counts, e.g. Adam's step (a float tensor in torch)
                 loaded[entry] = int(host)
                 continue
@@ -398,16 +397,6 @@ def check_real(owner: str, name: str, value: Any, low: float = 0.0) -> None:
         raise ValueError(f"{owner}: {name} must be a finite number >= {low}, got {value!r}")
 
 
-def _to_host(value: Any) -> Any:
-    """A NumPy view or copy of ``value`` (any backend's array, CPU torch.Tensor, scalar)."""
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # CPU torch.Tensor
-        return value.detach().numpy()
-    name = backends.namespace_name(value)
-    if name in ("numpy", "cupy", "array_api_strict"):
-        return backends.get(name).to_numpy(value)
-    return value
-
-
 def _match_state(state: dict[str, Any], data: Any) -> None:
     """Move state arrays to ``data``'s backend and dtype where they differ.
 
@@ -419,7 +408,7 @@ def _match_state(state: dict[str, Any], data: Any) -> None:
         if not hasattr(value, "shape"):
             continue
         if backends.namespace_name(value) != want or value.dtype != data.dtype:
-            host = np.array(_to_host(value))
+            host = backends.to_host(value)
             state[key] = backends.get(want).asarray(host, dtype=data.dtype)
 
 
