@@ -54,7 +54,8 @@ def tests_cupy(session: nox.Session) -> None:
         session.install(TORCH)
         session.install("-e", ".[test,cuda13x]")
     env = {"XCNN_BACKEND": "cupy", "XCNN_TEST_NAMESPACES": "cupy"}
-    session.run("python", "-m", "pytest", *session.posargs, env=env)
+    # tests/ only: the docstring examples print NumPy reprs and run in tests-numpy.
+    session.run("python", "-m", "pytest", *(session.posargs or ["tests"]), env=env)
 
 
 @nox.session
