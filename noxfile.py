@@ -2,7 +2,7 @@
 
 tests-cupy skips itself (visibly) where no NVIDIA GPU answers. On a GPU machine
 without network, run the same suite against an interpreter that already has
-CuPy:  ``XCNN_BACKEND=cupy python -m pytest``  (or ``nox -s tests-cupy --no-venv``).
+CuPy:  ``XCNN_BACKEND=cupy python -m pytest tests``  (or ``nox -s tests-cupy --no-venv``).
 """
 
 from __future__ import annotations
