@@ -387,3 +387,31 @@ def test_adaptive_avg_pool2d_only_global(backend, size):
 def test_adaptive_avg_pool2d_rank(backend):
     with pytest.raises(ValueError, match="adaptive_avg_pool2d: expected a 4-D input"):
         adaptive_avg_pool2d(backend.xp.zeros((3, 4, 4), dtype=backend.xp.float32))
+
+
+def test_max_pool2d_without_indices_equals_the_indexed_output(backend):
+    """return_indices=False (the inference path) gives exactly the same values,
+    on every namespace and, on NumPy, from both the fast path and its twin."""
+    rng = np.random.default_rng(7)
+    for config in sweep(backend, count_numpy=30, count_other=8, seed=7):
+        host = rng.standard_normal(config["shape"]).astype(np.float32)
+        host[..., ::3] = np.round(host[..., ::3])  # ties
+        if rng.random() < 0.3:
+            host.flat[int(rng.integers(host.size))] = np.nan
+        x = backend.asarray(host)
+        args = (config["kernel"], config["stride"], config["padding"])
+        expected, _ = max_pool2d(x, *args)
+        got = max_pool2d(x, *args, return_indices=False)
+        assert backends.namespace_name(got) == backend.name and got.dtype == x.dtype
+        np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(expected))
+        with standard_only():
+            twin = max_pool2d(x, *args, return_indices=False)
+        np.testing.assert_array_equal(backend.to_numpy(twin), backend.to_numpy(expected))
+
+
+def test_max_pool2d_without_indices_returns_fresh_arrays(rng):
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    first = max_pool2d(x, 2, return_indices=False)
+    kept = first.copy()
+    max_pool2d(x * 2, 2, return_indices=False)
+    np.testing.assert_array_equal(first, kept)

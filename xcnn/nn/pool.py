@@ -106,9 +106,12 @@ class MaxPool2d(_Pool2d):
         _check_input(self._label(), x)
         shape = tuple(x.shape)
         self._geometry(shape)
+        if not self.training:  # nothing to route a gradient to: skip the argmax
+            return F.max_pool2d(
+                x, self.kernel_size, self.stride, self.padding, return_indices=False
+            )
         y, indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
-        if self.training:
-            self._cache = (indices, shape)
+        self._cache = (indices, shape)
         return y
 
     def backward(self, grad_output: Any) -> Any:

@@ -69,6 +69,31 @@ def max_pool2d(x: np.ndarray, g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
     return y, indices
 
 
+def max_pool2d_values(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
+    """Max pooling without the argmax (inference), see ``xcnn.ops.pool.max_pool2d``."""
+    n, c, h, w = x.shape
+    if (g.sh, g.sw) == (g.kh, g.kw) and g.ph == 0 and g.pw == 0:
+        # Same plane layout as _max_pool_tiled: each pass is a contiguous 1-D loop.
+        size = n * c * g.oh * g.ow
+        tiles = x[:, :, : g.oh * g.kh, : g.ow * g.kw].reshape(n, c, g.oh, g.kh, g.ow, g.kw)
+        planes = _scratch("planes", (g.kh, g.kw, n, c, g.oh, g.ow), x.dtype)
+        np.copyto(planes, tiles.transpose(3, 5, 0, 1, 2, 4))
+        planes = planes.reshape(g.kh * g.kw, size)
+        y = planes[0].copy()
+        for k in range(1, g.kh * g.kw):
+            np.maximum(y, planes[k], out=y)
+        return y.reshape(n, c, g.oh, g.ow)
+    x_pad = x
+    if g.ph or g.pw:
+        x_pad = np.full((n, c, h + 2 * g.ph, w + 2 * g.pw), np.finfo(x.dtype).min, dtype=x.dtype)
+        x_pad[:, :, g.ph : g.ph + h, g.pw : g.pw + w] = x
+    y = np.empty((n, c, g.oh, g.ow), dtype=x.dtype)
+    np.copyto(y, x_pad[window_index(0, 0, g)])
+    for k in range(1, g.kh * g.kw):
+        np.maximum(y, x_pad[window_index(k // g.kw, k % g.kw, g)], out=y)
+    return y
+
+
 def _max_pool_tiled(x: np.ndarray, g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
     """Windows that tile the input (stride == kernel, no padding): the twin's loop on planes."""
     n, c = x.shape[0], x.shape[1]

@@ -186,7 +186,9 @@ def max_pool2d(
     kernel_size: int | tuple[int, int],
     stride: int | tuple[int, int] | None = None,
     padding: int | tuple[int, int] = 0,
-) -> tuple[Any, Any]:
+    *,
+    return_indices: bool = True,
+) -> Any:
     """2-D max pooling; returns the output and the argmax of each window.
 
     Parameters
@@ -198,15 +200,18 @@ def max_pool2d(
         Defaults to ``kernel_size``.
     padding : int or (int, int), default 0
         Implicit padding with the dtype's lowest finite value; at most half the kernel.
+    return_indices : bool, default True
+        ``False`` returns ``y`` alone and skips the argmax (inference needs no
+        backward, and the comparisons are most of the work).
 
     Returns
     -------
     y : array, shape (N, C, OH, OW)
         Same namespace and dtype as ``x``.
     indices : array, shape (N, C, OH, OW)
-        Window offset ``i*KW + j`` of the first maximum in each window (int8, or
-        int32 for windows of more than 127 elements). Pass it to
-        :func:`max_pool2d_backward`.
+        Only with ``return_indices=True``: window offset ``i*KW + j`` of the first
+        maximum in each window (int8, or int32 for windows of more than 127
+        elements). Pass it to :func:`max_pool2d_backward`.
 
     Examples
     --------
@@ -223,6 +228,16 @@ def max_pool2d(
     g = pool_geometry("max_pool2d", tuple(x.shape), kernel_size, stride, padding)
     _check_float("max_pool2d", xp, x)
     path = fast_path(xp)
+    if not return_indices:
+        if path == "numpy":
+            from xcnn.ops import _pool_numpy
+
+            return _pool_numpy.max_pool2d_values(x, g)
+        if path == "cupy":
+            from xcnn.ops import _pool_cupy
+
+            return _pool_cupy.max_pool2d(x, g)[0]
+        return _max_pool2d_values_standard(xp, x, g)
     if path == "numpy":
         from xcnn.ops import _pool_numpy
 
@@ -293,6 +308,14 @@ def _max_pool2d_standard(xp: Any, x: Any, g: PoolGeometry) -> tuple[Any, Any]:
         # maximum propagates NaN; once y is NaN, "v > y" is False and the index stays.
         y = xp.maximum(y, v)
     return y, indices
+
+
+def _max_pool2d_values_standard(xp: Any, x: Any, g: PoolGeometry) -> Any:
+    x_pad = _pad(xp, x, g, float(xp.finfo(x.dtype).min))
+    y = _window(x_pad, 0, 0, g)
+    for k in range(1, g.kh * g.kw):
+        y = xp.maximum(y, _window(x_pad, k // g.kw, k % g.kw, g))
+    return y
 
 
 def _max_pool2d_backward_standard(
