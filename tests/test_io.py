@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 import xcnn
+import xcnn._atomic
 import xcnn.io
 from xcnn import backends, data, nn, optim
 
@@ -524,7 +525,7 @@ def test_save_removes_temp_files_left_by_killed_saves(tmp_path):
     assert xcnn.load(path, WithBuffers())["epoch"] == 3
 
 
-@pytest.mark.skipif(xcnn.io.fcntl is None, reason="no directory locks on this platform")
+@pytest.mark.skipif(xcnn._atomic.fcntl is None, reason="no directory locks on this platform")
 def test_a_save_in_progress_keeps_its_temp_file(tmp_path):
     """A second process saving the same file at the same time must not lose its temp file."""
     path = tmp_path / "c.safetensors"

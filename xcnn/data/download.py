@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from xcnn.data._atomic import atomic_writer
+from xcnn._atomic import atomic_writer
 
 __all__ = [
     "ATTEMPTS",

@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from xcnn.data._atomic import atomic_write_bytes
+from xcnn._atomic import atomic_write_bytes
 
 __all__ = ["IDX_DTYPES", "read_idx", "write_idx"]
 
