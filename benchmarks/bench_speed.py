@@ -106,7 +106,7 @@ def time_pair(
     return [statistics.median(s) for s in samples]
 
 
-def bench_steps(backend, device, rounds: int) -> list[dict]:
+def bench_steps(backend, device, rounds: int, only: list[str] | None = None) -> list[dict]:
     rows = []
     configs = [
         ("lenet5", "train", 32),
@@ -118,6 +118,8 @@ def bench_steps(backend, device, rounds: int) -> list[dict]:
     ]
     if backend.name == "cupy":
         configs.insert(3, ("lenet5", "train", 1024))
+    if only:
+        configs = [c for c in configs if f"{c[0]}:{c[1]}:{c[2]}" in only]
     for name, kind, batch in configs:
         pair = Pair(name, batch, backend, device)
         if kind == "train":
@@ -299,6 +301,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip-epoch", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="MODEL:KIND:BATCH",
+        help="time only these steps, e.g. lenet5:train:128 (implies --skip-epoch "
+        "--skip-memory, and docs/benchmarks.md is left unchanged)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
 
@@ -306,7 +315,9 @@ def main() -> int:
     device = "cuda" if backend.name == "cupy" else "cpu"
     torch.set_num_threads(args.threads)
     print(f"xcnn on {backend.name} vs torch on {device}; {machine_description(backend, device)}")
-    rows = bench_steps(backend, device, args.rounds)
+    rows = bench_steps(backend, device, args.rounds, args.only)
+    if args.only:
+        return 0
     if not args.skip_epoch:
         rows += bench_epoch(backend, device, args.data_dir, max(3, args.rounds // 2))
     memory = None

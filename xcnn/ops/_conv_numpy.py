@@ -45,6 +45,7 @@ import threading
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
+from xcnn.ops import _recycle, _threads
 from xcnn.ops.im2col import Geometry, _window_slices
 
 # A chunk's columns and matmul result stay under this many bytes, so they live in L2 cache.
@@ -88,49 +89,41 @@ class _Chunks:
         self.size = max(1, min(n, _CHUNK_BYTES // per_image))
         # The wide unfold of the last tap reads (KW-1)*DW values past the padded image.
         self.flat_size = self.hp * self.wp + (g.kw - 1) * g.dw
-        self.dtype = dtype
-        self._flat: np.ndarray | None = None
         # One extra row of ones after the unfolded rows: forward appends the bias to the
         # weight matrix, so the matmul adds it (no pass over y for the bias).
         self._cols = _scratch("cols", (self.size, self.rows + 1, self.length), dtype)
         self._cols[:, self.rows, :] = 1
-
-    def starts(self, n: int) -> range:
-        return range(0, n, self.size)
-
-    def padded(self, flat: np.ndarray) -> np.ndarray:
-        """The ``(B, C, Hp, Wp)`` image view of a flat buffer."""
-        return flat[:, :, : self.hp * self.wp].reshape(-1, self.c, self.hp, self.wp)
-
-    def unfold(self, x: np.ndarray, ones: bool = False) -> np.ndarray:
-        """``cols`` ``(m, C*KH*KW, length)`` of a chunk ``x``; ``ones`` appends the ones row."""
-        g, m = self.g, x.shape[0]
-        if self._flat is None:
-            # Zeroed once: only the interior is written below, so the padding stays zero.
-            self._flat = _scratch("flat", (self.size, self.c, self.flat_size), self.dtype)
-            self._flat.fill(0)
-        flat = self._flat[:m]
-        image = self.padded(flat)
-        image[:, :, g.ph : g.ph + self.h, g.pw : g.pw + self.w] = x
-        cols = self._cols[:m, : self.rows]
+        # The padded images live in a flat (B, C, Hp*Wp + slack) buffer, zeroed once: only
+        # the interior is written below, so the padding stays zero.
+        flat = _scratch("flat", (self.size, self.c, self.flat_size), dtype)
+        flat.fill(0)
+        image = flat[:, :, : self.hp * self.wp].reshape(self.size, self.c, self.hp, self.wp)
+        self._interior = image[:, :, g.ph : g.ph + self.h, g.pw : g.pw + self.w]
+        # The views are built once per call: each costs tens of microseconds of Python,
+        # which would hold the GIL once per chunk.
+        b, kh, kw = self.size, g.kh, g.kw
         if self.wide:
             item = flat.itemsize
-            taps = as_strided(
+            self._taps = as_strided(
                 flat,
-                (m, self.c, g.kh, g.kw, self.length),
+                (b, self.c, kh, kw, self.length),
                 (flat.strides[0], flat.strides[1], g.dh * self.wp * item, g.dw * item, item),
                 writeable=False,
             )
-            np.copyto(cols.reshape(m, self.c, g.kh, g.kw, self.length), taps)
+            self._tap_rows = self._cols[:, : self.rows].reshape(b, self.c, kh, kw, self.length)
         else:
-            span = (g.dh * (g.kh - 1) + 1, g.dw * (g.kw - 1) + 1)
-            windows = sliding_window_view(image, span, axis=(2, 3))[
-                :, :, :: g.sh, :: g.sw, :: g.dh, :: g.dw
-            ]
-            np.copyto(
-                cols.reshape(m, self.c, g.kh, g.kw, g.oh, g.ow), windows.transpose(0, 1, 4, 5, 2, 3)
-            )
-        return self._cols[:m] if ones else cols
+            span = (g.dh * (kh - 1) + 1, g.dw * (kw - 1) + 1)
+            windows = sliding_window_view(image, span, axis=(2, 3), writeable=False)
+            windows = windows[:, :, :: g.sh, :: g.sw, :: g.dh, :: g.dw]
+            self._taps = windows.transpose(0, 1, 4, 5, 2, 3)
+            self._tap_rows = self._cols[:, : self.rows].reshape(b, self.c, kh, kw, g.oh, g.ow)
+
+    def unfold(self, x: np.ndarray, ones: bool = False) -> np.ndarray:
+        """``cols`` ``(m, C*KH*KW, length)`` of a chunk ``x``; ``ones`` appends the ones row."""
+        m = x.shape[0]
+        self._interior[:m] = x
+        np.copyto(self._tap_rows[:m], self._taps[:m])
+        return self._cols[:m] if ones else self._cols[:m, : self.rows]
 
     def widen(self, grad_output: np.ndarray, buffer: np.ndarray) -> np.ndarray:
         """A chunk of ``gY`` ``(m, O, OH, OW)`` as ``(m, O, length)`` in this layout."""
@@ -146,32 +139,37 @@ class _Chunks:
 def conv2d(
     x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, groups: int, g: Geometry
 ) -> np.ndarray:
-    """``y`` ``(N, O, OH, OW)`` of a convolution, chunk by chunk."""
-    n = x.shape[0]
+    """``y`` ``(N, O, OH, OW)`` of a convolution, chunk by chunk, the batch split across threads."""
+    n, c = x.shape[:2]
     out_channels = weight.shape[0]
-    chunks = _Chunks(x.shape, x.dtype, g, out_channels)
-    og, kg = out_channels // groups, chunks.rows // groups
+    rows = c * g.kh * g.kw
+    og, kg = out_channels // groups, rows // groups
     fused = groups == 1 and bias is not None
     wm = weight.reshape(groups, og, kg)
     if fused:
         wm = np.concatenate([wm[0], bias.reshape(out_channels, 1)], axis=1)
-    y = np.empty((n, out_channels, g.oh, g.ow), dtype=x.dtype)
-    product = None
-    if chunks.wide:
-        product = _scratch("product", (chunks.size, out_channels, chunks.length), x.dtype)
-    for start in chunks.starts(n):
-        cols = chunks.unfold(x[start : start + chunks.size], ones=fused)
-        m = cols.shape[0]
-        out = y[start : start + m] if product is None else product[:m]
-        if fused:
-            np.matmul(wm, cols, out=out.reshape(m, out_channels, chunks.length))
-        else:
-            grouped = cols.reshape(m, groups, kg, chunks.length)
-            np.matmul(wm, grouped, out=out.reshape(m, groups, og, chunks.length))
-        if product is not None:
-            y[start : start + m] = product[:m].reshape(m, out_channels, g.oh, -1)[..., : g.ow]
-        if bias is not None and not fused:
-            y[start : start + m] += bias.reshape(1, out_channels, 1, 1)
+    y = _recycle.empty((n, out_channels, g.oh, g.ow), x.dtype)
+
+    def forward(first: int, last: int) -> None:
+        chunks = _Chunks(x[first:last].shape, x.dtype, g, out_channels)
+        product = None
+        if chunks.wide:
+            product = _scratch("product", (chunks.size, out_channels, chunks.length), x.dtype)
+        for start in range(first, last, chunks.size):
+            cols = chunks.unfold(x[start : min(last, start + chunks.size)], ones=fused)
+            m = cols.shape[0]
+            out = y[start : start + m] if product is None else product[:m]
+            if fused:
+                np.matmul(wm, cols, out=out.reshape(m, out_channels, chunks.length))
+            else:
+                grouped = cols.reshape(m, groups, kg, chunks.length)
+                np.matmul(wm, grouped, out=out.reshape(m, groups, og, chunks.length))
+            if product is not None:
+                y[start : start + m] = product[:m].reshape(m, out_channels, g.oh, -1)[..., : g.ow]
+            if bias is not None and not fused:
+                y[start : start + m] += bias.reshape(1, out_channels, 1, 1)
+
+    _threads.map_batch(forward, n, item_size=(rows + out_channels) * g.oh * g.ow)
     return y
 
 
@@ -183,42 +181,53 @@ def conv2d_backward(
     g: Geometry,
     input_grad: bool,
 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """``(gx or None, gW)`` of a convolution; ``gW`` re-unfolds ``x`` chunk by chunk."""
-    n = x.shape[0]
+    """``(gx or None, gW)`` of a convolution; ``gW`` re-unfolds ``x`` chunk by chunk.
+
+    Each thread takes a slice of the batch: its part of ``gx``, and a partial ``gW``
+    that is added to the others in slice order.
+    """
+    n, c = x.shape[:2]
     out_channels = weight.shape[0]
-    chunks = _Chunks(x.shape, x.dtype, g, out_channels)
-    og, kg = out_channels // groups, chunks.rows // groups
-    gw_t = np.zeros((groups, kg, og), dtype=x.dtype)
-    buffer = _scratch("widened", (chunks.size, out_channels, chunks.length), x.dtype)
-    buffer.fill(0)
-    for start in chunks.starts(n):
-        stop = min(n, start + chunks.size)
-        m = stop - start
-        gy = chunks.widen(grad_output[start:stop], buffer).reshape(m, groups, og, chunks.length)
-        cols = chunks.unfold(x[start:stop]).reshape(m, groups, kg, chunks.length)
-        # (K, L) @ (L, Og) per image: the faster BLAS shape for the weight gradient.
-        gw_t += np.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
+    rows = c * g.kh * g.kw
+    og, kg = out_channels // groups, rows // groups
+    grad_x = _recycle.empty(x.shape, x.dtype) if input_grad else None
+
+    def backward(first: int, last: int) -> np.ndarray:
+        chunks = _Chunks(x[first:last].shape, x.dtype, g, out_channels)
+        gw_t = np.zeros((groups, kg, og), dtype=x.dtype)
+        buffer = _scratch("widened", (chunks.size, out_channels, chunks.length), x.dtype)
+        buffer.fill(0)
+        for start in range(first, last, chunks.size):
+            stop = min(last, start + chunks.size)
+            m = stop - start
+            gy = chunks.widen(grad_output[start:stop], buffer)
+            gy = gy.reshape(m, groups, og, chunks.length)
+            cols = chunks.unfold(x[start:stop]).reshape(m, groups, kg, chunks.length)
+            # (K, L) @ (L, Og) per image: the faster BLAS shape for the weight gradient.
+            gw_t += np.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
+        if grad_x is not None:
+            _grad_input(grad_output[first:last], weight, grad_x[first:last], groups, g)
+        return gw_t
+
+    work = (rows + out_channels) * g.oh * g.ow * (2 if input_grad else 1)
+    gw_t, *others = _threads.map_batch(backward, n, item_size=work)
+    for partial in others:
+        gw_t += partial
     grad_weight = gw_t.transpose(0, 2, 1).reshape(weight.shape)
-    grad_x = _grad_input(grad_output, weight, x.shape, groups, g) if input_grad else None
     return grad_x, grad_weight
 
 
 def _grad_input(
-    grad_output: np.ndarray,
-    weight: np.ndarray,
-    input_shape: tuple[int, ...],
-    groups: int,
-    g: Geometry,
-) -> np.ndarray:
-    """``gx`` ``(N, C, H, W)`` from ``gY`` ``(N, O, OH, OW)``, batch-last per chunk of images."""
-    n, c, h, w = input_shape
+    grad_output: np.ndarray, weight: np.ndarray, grad_x: np.ndarray, groups: int, g: Geometry
+) -> None:
+    """Write ``gx`` ``(N, C, H, W)`` from ``gY`` ``(N, O, OH, OW)``, batch-last per chunk."""
+    n, c, h, w = grad_x.shape
     out_channels = weight.shape[0]
     dtype = grad_output.dtype
     length = g.oh * g.ow
     og, kg = out_channels // groups, c * g.kh * g.kw // groups
     wm_t = weight.reshape(groups, og, kg).transpose(0, 2, 1)
     size = max(1, min(n, _FOLD_BYTES // (c * g.kh * g.kw * length * dtype.itemsize)))
-    grad_x = np.empty((n, c, h, w), dtype=dtype)
     for start in range(0, n, size):
         m = min(size, n - start)
         gy_t = _scratch("gy_t", (out_channels, g.oh, g.ow, m), dtype)
@@ -234,4 +243,3 @@ def _grad_input(
                 padded[:, rows, columns, :] += taps[:, i, j]
         cropped = padded[:, g.ph : g.ph + h, g.pw : g.pw + w, :]
         np.copyto(grad_x[start : start + m], cropped.transpose(3, 0, 1, 2))
-    return grad_x

@@ -24,6 +24,7 @@ import threading
 
 import numpy as np
 
+from xcnn.ops import _recycle, _threads
 from xcnn.ops.pool import PoolGeometry, index_dtype, window_index
 
 _workspace = threading.local()
@@ -73,16 +74,23 @@ def max_pool2d_values(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     """Max pooling without the argmax (inference), see ``xcnn.ops.pool.max_pool2d``."""
     n, c, h, w = x.shape
     if (g.sh, g.sw) == (g.kh, g.kw) and g.ph == 0 and g.pw == 0:
-        # Same plane layout as _max_pool_tiled: each pass is a contiguous 1-D loop.
-        size = n * c * g.oh * g.ow
-        tiles = x[:, :, : g.oh * g.kh, : g.ow * g.kw].reshape(n, c, g.oh, g.kh, g.ow, g.kw)
-        planes = _scratch("planes", (g.kh, g.kw, n, c, g.oh, g.ow), x.dtype)
-        np.copyto(planes, tiles.transpose(3, 5, 0, 1, 2, 4))
-        planes = planes.reshape(g.kh * g.kw, size)
-        y = planes[0].copy()
-        for k in range(1, g.kh * g.kw):
-            np.maximum(y, planes[k], out=y)
-        return y.reshape(n, c, g.oh, g.ow)
+        kh, kw, oh, ow = g.kh, g.kw, g.oh, g.ow
+        y = _recycle.empty((n, c, oh, ow), x.dtype)
+
+        def run(first: int, last: int) -> None:
+            # Same plane layout as _max_pool_tiled: each pass is a contiguous 1-D loop.
+            m = last - first
+            tiles = x[first:last, :, : oh * kh, : ow * kw].reshape(m, c, oh, kh, ow, kw)
+            planes = _scratch("planes", (kh, kw, m, c, oh, ow), x.dtype)
+            np.copyto(planes, tiles.transpose(3, 5, 0, 1, 2, 4))
+            planes = planes.reshape(kh * kw, -1)
+            values = y[first:last].reshape(-1)
+            np.copyto(values, planes[0])
+            for k in range(1, kh * kw):
+                np.maximum(values, planes[k], out=values)
+
+        _threads.map_batch(run, n, item_size=2 * c * oh * kh * ow * kw)
+        return y
     x_pad = x
     if g.ph or g.pw:
         x_pad = np.full((n, c, h + 2 * g.ph, w + 2 * g.pw), np.finfo(x.dtype).min, dtype=x.dtype)
@@ -98,33 +106,43 @@ def _max_pool_tiled(x: np.ndarray, g: PoolGeometry) -> tuple[np.ndarray, np.ndar
     """Windows that tile the input (stride == kernel, no padding): the twin's loop on planes."""
     n, c = x.shape[0], x.shape[1]
     kh, kw, oh, ow = g.kh, g.kw, g.oh, g.ow
-    size = n * c * oh * ow
-    # One copy gathers each window offset into its own contiguous plane, so every later
-    # pass is a 1-D SIMD loop: comparisons on the strided slices run several times
-    # slower, and 2-D loops over OW-long rows pay a call per row. Splitting H and W into
-    # (OH, KH) and (OW, KW) is a view for any strides; rows and columns past the last
-    # window (floor mode) are left out.
-    tiles = x[:, :, : oh * kh, : ow * kw].reshape(n, c, oh, kh, ow, kw)
-    planes = _scratch("planes", (kh, kw, n, c, oh, ow), x.dtype)
-    np.copyto(planes, tiles.transpose(3, 5, 0, 1, 2, 4))
-    planes = planes.reshape(kh * kw, size)
-    indices = np.zeros(size, dtype=index_dtype(np, kh * kw))
-    if kh * kw == 1:
-        return planes[0].copy().reshape(n, c, oh, ow), indices.reshape(n, c, oh, ow)
-    better = _scratch("better", (size,), np.bool_)
-    scaled = _scratch("scaled", (size,), indices.dtype)
-    # The same running max/argmax as the standard twin, offset by offset, so ties and
-    # NaN pick the same index: "v > y" is False once y is NaN.
-    np.greater(planes[1], planes[0], out=better)
-    np.copyto(indices, better, casting="unsafe")
-    y = np.maximum(planes[0], planes[1])
-    for k in range(2, kh * kw):
-        v = planes[k]
-        np.greater(v, y, out=better)
-        np.multiply(better.view(np.int8), indices.dtype.type(k), out=scaled)
-        np.maximum(indices, scaled, out=indices)
-        np.maximum(y, v, out=y)
-    return y.reshape(n, c, oh, ow), indices.reshape(n, c, oh, ow)
+    y = _recycle.empty((n, c, oh, ow), x.dtype)
+    indices = _recycle.empty((n, c, oh, ow), index_dtype(np, kh * kw))
+
+    def run(first: int, last: int) -> None:
+        m = last - first
+        size = m * c * oh * ow
+        # One copy gathers each window offset into its own contiguous plane, so every
+        # later pass is a 1-D SIMD loop: comparisons on the strided slices run several
+        # times slower, and 2-D loops over OW-long rows pay a call per row. Splitting H
+        # and W into (OH, KH) and (OW, KW) is a view for any strides; rows and columns
+        # past the last window (floor mode) are left out.
+        tiles = x[first:last, :, : oh * kh, : ow * kw].reshape(m, c, oh, kh, ow, kw)
+        planes = _scratch("planes", (kh, kw, m, c, oh, ow), x.dtype)
+        np.copyto(planes, tiles.transpose(3, 5, 0, 1, 2, 4))
+        planes = planes.reshape(kh * kw, size)
+        values = y[first:last].reshape(size)
+        argmax = indices[first:last].reshape(size)
+        if kh * kw == 1:
+            np.copyto(values, planes[0])
+            argmax.fill(0)
+            return
+        better = _scratch("better", (size,), np.bool_)
+        scaled = _scratch("scaled", (size,), argmax.dtype)
+        # The same running max/argmax as the standard twin, offset by offset, so ties and
+        # NaN pick the same index: "v > y" is False once y is NaN.
+        np.greater(planes[1], planes[0], out=better)
+        np.copyto(argmax, better, casting="unsafe")
+        np.maximum(planes[0], planes[1], out=values)
+        for k in range(2, kh * kw):
+            v = planes[k]
+            np.greater(v, values, out=better)
+            np.multiply(better.view(np.int8), argmax.dtype.type(k), out=scaled)
+            np.maximum(argmax, scaled, out=argmax)
+            np.maximum(values, v, out=values)
+
+    _threads.map_batch(run, n, item_size=2 * c * oh * kh * ow * kw)
+    return y, indices
 
 
 def max_pool2d_backward(
@@ -136,19 +154,24 @@ def max_pool2d_backward(
     overlap = g.sh < g.kh or g.sw < g.kw
     tiled = (g.sh, g.sw) == (g.kh, g.kw) and (g.oh * g.kh, g.ow * g.kw) == (hp, wp)
     # When the windows tile the padded input exactly, every element is written below.
-    gx_pad = (
-        np.empty((n, c, hp, wp), dtype=gy.dtype) if tiled else np.zeros((n, c, hp, wp), gy.dtype)
-    )
-    mask = _scratch("mask", gy.shape, np.bool_)
-    scratch = _scratch("accumulate", gy.shape, gy.dtype) if overlap else None
-    for k in range(g.kh * g.kw):
-        region = gx_pad[window_index(k // g.kw, k % g.kw, g)]
-        np.equal(indices, k, out=mask)
-        if scratch is None:
-            np.multiply(gy, mask, out=region)
-        else:
-            np.multiply(gy, mask, out=scratch)
-            np.add(region, scratch, out=region)
+    gx_pad = _recycle.empty((n, c, hp, wp), gy.dtype)
+    if not tiled:
+        gx_pad.fill(0)
+
+    def run(first: int, last: int) -> None:
+        grad, argmax, out = gy[first:last], indices[first:last], gx_pad[first:last]
+        mask = _scratch("mask", grad.shape, np.bool_)
+        scratch = _scratch("accumulate", grad.shape, gy.dtype) if overlap else None
+        for k in range(g.kh * g.kw):
+            region = out[window_index(k // g.kw, k % g.kw, g)]
+            np.equal(argmax, k, out=mask)
+            if scratch is None:
+                np.multiply(grad, mask, out=region)
+            else:
+                np.multiply(grad, mask, out=scratch)
+                np.add(region, scratch, out=region)
+
+    _threads.map_batch(run, n, item_size=2 * c * hp * wp)
     if g.ph or g.pw:
         return np.ascontiguousarray(gx_pad[:, :, g.ph : g.ph + h, g.pw : g.pw + w])
     return gx_pad

@@ -30,6 +30,7 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from xcnn import backends
+from xcnn.ops._dispatch import fast_path
 
 __all__ = [
     "leaky_relu",
@@ -90,6 +91,10 @@ def relu(x: Any) -> Any:
     array([0., 0., 2.], dtype=float32)
     """
     xp = _floating(x, "relu")
+    if fast_path(xp) == "numpy" and x.flags.c_contiguous:
+        from xcnn.ops import _activation_numpy
+
+        return _activation_numpy.relu(x)
     return xp.maximum(x, xp.asarray(0.0, dtype=x.dtype))
 
 
@@ -104,6 +109,15 @@ def relu_backward(gy: Any, x: Any) -> Any:
     """
     xp = _floating(x, "relu_backward")
     _same_shape(gy, x, "relu_backward", "input")
+    if (
+        fast_path(xp) == "numpy"
+        and gy.dtype == x.dtype
+        and gy.flags.c_contiguous
+        and x.flags.c_contiguous
+    ):
+        from xcnn.ops import _activation_numpy
+
+        return _activation_numpy.relu_backward(gy, x)
     # A 0/1 mask product, not xp.where (see the top of this file).
     return gy * xp.astype(x > 0, gy.dtype)
 
