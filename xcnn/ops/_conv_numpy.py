@@ -220,26 +220,48 @@ def conv2d_backward(
 def _grad_input(
     grad_output: np.ndarray, weight: np.ndarray, grad_x: np.ndarray, groups: int, g: Geometry
 ) -> None:
-    """Write ``gx`` ``(N, C, H, W)`` from ``gY`` ``(N, O, OH, OW)``, batch-last per chunk."""
+    """Write ``gx`` ``(N, C, H, W)`` from ``gY`` ``(N, O, OH, OW)``, batch-last per chunk.
+
+    At stride 1 the layout is *wide*, as in forward: ``gY`` is zero-extended to ``Wp``
+    columns, so every kernel tap's share of the fold is one contiguous run of
+    ``OH*Wp*m`` values at offset ``(i*DH*Wp + j*DW)*m`` of the flat padded buffer. (A
+    column ``w' >= OW`` spills into the next row, but its values are zero.) One long
+    add per tap runs about 4x faster than the same add over short strided rows.
+    """
     n, c, h, w = grad_x.shape
     out_channels = weight.shape[0]
     dtype = grad_output.dtype
-    length = g.oh * g.ow
+    hp, wp = h + 2 * g.ph, w + 2 * g.pw
+    wide = g.sh == 1 and g.sw == 1
+    columns = wp if wide else g.ow
+    length = g.oh * columns
     og, kg = out_channels // groups, c * g.kh * g.kw // groups
     wm_t = weight.reshape(groups, og, kg).transpose(0, 2, 1)
     size = max(1, min(n, _FOLD_BYTES // (c * g.kh * g.kw * length * dtype.itemsize)))
+    # The last tap's run ends (KW-1)*DW columns past the padded image.
+    flat_size = hp * wp + ((g.kw - 1) * g.dw if wide else 0)
     for start in range(0, n, size):
         m = min(size, n - start)
-        gy_t = _scratch("gy_t", (out_channels, g.oh, g.ow, m), dtype)
+        gy_t = _scratch("gy_t", (out_channels, g.oh, columns, m), dtype)
         gcols = _scratch("gcols", (groups, kg, length * m), dtype)
-        padded = _scratch("padded", (c, h + 2 * g.ph, w + 2 * g.pw, m), dtype)
-        np.copyto(gy_t, grad_output[start : start + m].transpose(1, 2, 3, 0))
+        flat = _scratch("padded", (c, flat_size * m), dtype)
+        if columns > g.ow:
+            gy_t[:, :, g.ow :, :] = 0
+        np.copyto(gy_t[:, :, : g.ow, :], grad_output[start : start + m].transpose(1, 2, 3, 0))
         np.matmul(wm_t, gy_t.reshape(groups, og, length * m), out=gcols)
-        taps = gcols.reshape(c, g.kh, g.kw, g.oh, g.ow, m)
-        padded.fill(0)
-        for i in range(g.kh):
-            for j in range(g.kw):
-                rows, columns = _window_slices(g, i, j)
-                padded[:, rows, columns, :] += taps[:, i, j]
+        flat.fill(0)
+        padded = flat[:, : hp * wp * m].reshape(c, hp, wp, m)
+        if wide:
+            taps = gcols.reshape(c, g.kh, g.kw, length * m)
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    offset = (i * g.dh * wp + j * g.dw) * m
+                    flat[:, offset : offset + length * m] += taps[:, i, j]
+        else:
+            taps = gcols.reshape(c, g.kh, g.kw, g.oh, g.ow, m)
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    rows, cols = _window_slices(g, i, j)
+                    padded[:, rows, cols, :] += taps[:, i, j]
         cropped = padded[:, g.ph : g.ph + h, g.pw : g.pw + w, :]
         np.copyto(grad_x[start : start + m], cropped.transpose(3, 0, 1, 2))

@@ -159,8 +159,7 @@ def spans(n: int, grain: int, item_size: int) -> list[tuple[int, int]]:
     ``item_size`` is the work of one item (elements touched, say); a slice gets at
     least ``grain`` of work, so a small batch stays on one thread.
     """
-    threads = 1 if getattr(_inside, "active", False) else get_num_threads()
-    threads = max(1, min(threads, n, (n * item_size) // max(1, grain)))
+    threads = max(1, min(get_num_threads(), n, (n * item_size) // max(1, grain)))
     bounds = [n * k // threads for k in range(threads + 1)]
     return [(bounds[k], bounds[k + 1]) for k in range(threads)]
 
@@ -173,20 +172,26 @@ def _run_inside(fn: Callable[[int, int], T], start: int, stop: int) -> T:
         _inside.active = False
 
 
-def map_batch(
-    fn: Callable[[int, int], T], n: int, *, item_size: int
-) -> list[T]:
+def map_batch(fn: Callable[[int, int], T], n: int, *, item_size: int) -> list[T]:
     """``[fn(start, stop) for each span]``, the spans run on separate threads.
 
     ``fn`` must only write to its own slice of any shared output. The calling thread
     runs the first span itself. Every span finishes before this returns, even when
     one raises; the first error (in span order) is then raised.
+
+    With more than one thread configured, BLAS runs single-threaded inside ``fn``
+    even when the work is too small to split: a multi-threaded OpenBLAS call leaves
+    its helper threads spinning for a while, and on a machine with few cores they
+    then take a core from xcnn's own threads (measured on 2 cores: a LeNet-5
+    training step used twice its wall time in CPU time).
     """
-    parts = spans(n, GRAIN, item_size)
-    if len(parts) == 1:
+    if get_num_threads() == 1 or getattr(_inside, "active", False):
         return [fn(0, n)]
-    pool = _pool(get_num_threads() - 1)
+    parts = spans(n, GRAIN, item_size)
     with _single_threaded_blas():
+        if len(parts) == 1:
+            return [_run_inside(fn, 0, n)]
+        pool = _pool(get_num_threads() - 1)
         futures = [pool.submit(_run_inside, fn, start, stop) for start, stop in parts[1:]]
         try:
             first = _run_inside(fn, *parts[0])

@@ -19,6 +19,7 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from xcnn import backends
+from xcnn.ops._dispatch import fast_path
 
 __all__ = ["linear", "linear_backward"]
 
@@ -91,6 +92,10 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Any:
 
 
 def _linear(x: Any, weight: Any, bias: Any) -> Any:
+    if fast_path(array_namespace(x, weight)) == "numpy":
+        from xcnn.ops import _linear_numpy
+
+        return _linear_numpy.linear(x, weight, bias)
     # weight.T is a view; NumPy's matmul hands the transposed layout to BLAS as is.
     y = x @ weight.T
     if bias is not None:
@@ -131,6 +136,10 @@ def linear_backward(
 
 def _linear_backward(gy: Any, x: Any, weight: Any, bias: bool) -> tuple[Any, Any, Any | None]:
     xp = array_namespace(gy, x, weight)
+    if fast_path(xp) == "numpy":
+        from xcnn.ops import _linear_numpy
+
+        return _linear_numpy.linear_backward(gy, x, weight, bias)
     gx = gy @ weight
     if x.ndim == 2:
         x2, gy2 = x, gy
