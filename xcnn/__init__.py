@@ -21,6 +21,7 @@ __all__ = [
     "data",
     "evaluate",
     "fit",
+    "get_num_threads",
     "load",
     "manual_seed",
     "models",
@@ -29,6 +30,7 @@ __all__ = [
     "optim",
     "plot_history",
     "save",
+    "set_num_threads",
     "testing",
     "History",
     "TrainingDiverged",
@@ -43,6 +45,8 @@ _FUNCTIONS = {
     "TrainingDiverged": "xcnn.train",
     "save": "xcnn.io",
     "load": "xcnn.io",
+    "get_num_threads": "xcnn.ops._threads",
+    "set_num_threads": "xcnn.ops._threads",
 }
 
 

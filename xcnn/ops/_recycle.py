@@ -41,9 +41,7 @@ def _references_when_free() -> int:
     # What sys.getrefcount reports inside _free_buffers for a buffer only the list holds,
     # measured rather than assumed: interpreters differ in the references they count.
     bucket = [np.empty(1)]
-    return next(
-        count for count in range(1, 8) if _free_buffers(bucket, count)
-    )
+    return next(count for count in range(1, 8) if _free_buffers(bucket, count))
 
 
 _FREE = _references_when_free()

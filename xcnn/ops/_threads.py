@@ -1,22 +1,27 @@
-"""Batch parallelism for the NumPy fast paths: each CPU thread takes a slice of the batch.
+"""Batch parallelism for the NumPy fast paths: each CPU thread takes a slice of the work.
 
 NumPy releases the GIL inside its loops and inside OpenBLAS, so threads that each run
 a fast path on their own images do run at once, on separate cores. The GIL is still
-taken between NumPy calls, so this only pays when every call is large: a region is
-split only when each thread gets at least ``grain`` elements of work, and the fast
-paths keep their per-call work in the hundreds of microseconds (a thread issuing
-calls of a few microseconds each spends its time waiting for the GIL instead).
+taken between NumPy calls, so this only pays when every call is large: work is split
+only when each thread gets at least ``GRAIN`` elements of it, and the fast paths keep
+their per-call work in the tens to hundreds of microseconds (a thread issuing calls
+of a few microseconds each spends its time waiting for the GIL instead).
 
-Inside a parallel region OpenBLAS is held to one thread. The fast paths' matmuls are
-per chunk of images, too small for OpenBLAS to split well, and two callers that each
-start OpenBLAS's own threads oversubscribe the cores (measured: slower than running
-on one thread). The setting is restored when the last region ends, so matmuls
-outside (a large ``Linear``, say) still get every BLAS thread.
+Inside every region BLAS is held to one thread, whenever more than one xcnn thread
+is configured. The fast paths' matmuls are per chunk of images, too small for
+OpenBLAS to split well; two callers that each start OpenBLAS's own threads
+oversubscribe the cores; and after a multi-threaded call OpenBLAS's helper threads
+spin for a while, taking a core from xcnn's threads (measured on 2 cores: a LeNet-5
+training step used twice its wall time in CPU time). BLAS gets its own setting back
+when the last region ends, so the caller's matmuls outside xcnn are unaffected.
 
 Results do not depend on the threads' timing: each thread writes its own slice of the
 output, and the partial sums the caller gets back are added in slice order. They can
-depend on the thread count only where partial sums are added (the convolution's
-weight gradient), by rounding.
+depend on the thread count, by rounding, only where partial sums are added (a
+convolution's weight gradient).
+
+``XCNN_NUM_THREADS`` or :func:`set_num_threads` (``xcnn.set_num_threads``) sets the
+thread count; the default is the number of CPUs the process may run on.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# A thread gets at least this much work (elements touched): about 100 us of NumPy calls.
+# A thread gets at least this much work, in elements a NumPy pass touches: about 100 us.
 GRAIN = 1 << 17
 
 _lock = threading.Lock()
@@ -169,9 +174,7 @@ def _blas() -> list[Any]:
         except ImportError:  # without it, BLAS keeps its own setting
             _blas_controllers = []
         else:
-            _blas_controllers = list(
-                ThreadpoolController().select(user_api="blas").lib_controllers
-            )
+            _blas_controllers = list(ThreadpoolController().select(user_api="blas").lib_controllers)
     return _blas_controllers
 
 
@@ -238,7 +241,7 @@ def map_batch(fn: Callable[[int, int], T], n: int, *, item_size: int) -> list[T]
             return [_run_inside(fn, 0, n)]
         try:
             workers = _pool(len(parts) - 1)
-            for worker, (start, stop) in zip(workers, parts[1:]):
+            for worker, (start, stop) in zip(workers, parts[1:], strict=True):
                 worker.submit(functools.partial(_run_inside, fn, start, stop))
             try:
                 first = _run_inside(fn, *parts[0])

@@ -1,0 +1,232 @@
+"""The NumPy fast paths' thread pool (xcnn/ops/_threads.py) and its effect on results.
+
+Parity tests force every region to split (GRAIN = 1) and compare 1 thread with 3
+threads: elementwise outputs must be identical, sums equal up to rounding.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import numpy as np
+import pytest
+
+import xcnn
+from xcnn import nn
+from xcnn.ops import (
+    _threads,
+    conv2d,
+    conv2d_backward,
+    linear,
+    linear_backward,
+    max_pool2d,
+    max_pool2d_backward,
+    relu,
+    relu_backward,
+)
+
+
+@pytest.fixture
+def threads(monkeypatch):
+    """Set the thread count for one test; every region splits (GRAIN = 1)."""
+    monkeypatch.setattr(_threads, "GRAIN", 1)
+    before = _threads.get_num_threads()
+    yield _threads.set_num_threads
+    _threads.set_num_threads(before)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True, None])
+def test_set_num_threads_rejects_non_positive_integers(bad):
+    with pytest.raises(ValueError, match="positive integer"):
+        xcnn.set_num_threads(bad)
+
+
+def test_set_and_get_num_threads(threads):
+    threads(3)
+    assert xcnn.get_num_threads() == 3
+    threads(1)
+    assert xcnn.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_bad_environment_variable_is_named(monkeypatch, value):
+    monkeypatch.setenv("XCNN_NUM_THREADS", value)
+    monkeypatch.setattr(_threads, "_num_threads", None)
+    with pytest.raises(ValueError, match="XCNN_NUM_THREADS must be a positive integer"):
+        _threads.get_num_threads()
+
+
+def test_environment_variable_sets_the_default(monkeypatch):
+    monkeypatch.setenv("XCNN_NUM_THREADS", "5")
+    monkeypatch.setattr(_threads, "_num_threads", None)
+    assert _threads.get_num_threads() == 5
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 100])
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_spans_tile_the_range(threads, n, count):
+    threads(count)
+    parts = _threads.spans(n, grain=1, item_size=1)
+    assert parts[0][0] == 0 and parts[-1][1] == n
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
+    assert all(stop > start for start, stop in parts)
+    assert len(parts) == min(count, n)
+
+
+def test_small_work_stays_on_one_thread(threads):
+    threads(4)
+    assert _threads.spans(1000, grain=1 << 17, item_size=1) == [(0, 1000)]
+
+
+def test_map_batch_runs_spans_on_separate_threads_in_order(threads):
+    threads(3)
+    seen = []
+
+    def work(start, stop):
+        seen.append(threading.get_ident())
+        return (start, stop)
+
+    assert _threads.map_batch(work, 9, item_size=1) == [(0, 3), (3, 6), (6, 9)]
+    assert len(set(seen)) == 3
+
+
+def test_an_error_in_any_span_reaches_the_caller_after_all_spans_finish(threads):
+    threads(3)
+    finished = []
+
+    def work(start, stop):
+        if start == 3:
+            raise KeyError("span 2 failed")
+        finished.append(start)
+
+    with pytest.raises(KeyError, match="span 2 failed"):
+        _threads.map_batch(work, 9, item_size=1)
+    assert sorted(finished) == [0, 6]
+    # The pool still works afterwards.
+    assert _threads.map_batch(lambda a, b: b - a, 9, item_size=1) == [3, 3, 3]
+
+
+def test_nested_regions_run_on_the_calling_thread(threads):
+    threads(2)
+
+    def inner(start, stop):
+        return threading.get_ident()
+
+    def outer(start, stop):
+        return set(_threads.map_batch(inner, 10, item_size=1)) == {threading.get_ident()}
+
+    assert _threads.map_batch(outer, 10, item_size=1) == [True, True]
+
+
+def test_blas_is_single_threaded_inside_and_restored_after(threads):
+    pytest.importorskip("threadpoolctl")
+    libraries = _threads._blas()
+    if not libraries:
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    threads(2)
+    before = [library.get_num_threads() for library in libraries]
+    inside = _threads.map_batch(
+        lambda a, b: [library.get_num_threads() for library in libraries], 4, item_size=1
+    )
+    assert inside == [[1] * len(libraries)] * 2
+    assert [library.get_num_threads() for library in libraries] == before
+
+
+def test_concurrent_callers_each_get_their_own_results(threads):
+    """Two user threads entering regions at once: one splits, the other runs alone."""
+    threads(2)
+    results = {}
+
+    def caller(key):
+        results[key] = [
+            _threads.map_batch(lambda a, b: (key, a, b), 8, item_size=1) for _ in range(50)
+        ]
+
+    workers = [threading.Thread(target=caller, args=(k,)) for k in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for key, runs in results.items():
+        for parts in runs:
+            assert all(part[0] == key for part in parts)
+            assert parts[0][1] == 0 and parts[-1][2] == 8
+
+
+def _both(fn, threads):
+    """``fn()`` with 1 thread and with 3 threads."""
+    threads(1)
+    one = fn()
+    threads(3)
+    return one, fn()
+
+
+def test_elementwise_fast_paths_do_not_depend_on_the_thread_count(threads, rng):
+    x = rng.standard_normal((7, 3, 6, 8)).astype(np.float32)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    one, three = _both(lambda: (relu(x), relu_backward(gy, x)), threads)
+    for a, b in zip(one, three, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    def pool():
+        y, indices = max_pool2d(x, 2)
+        gp = np.arange(y.size, dtype=np.float32).reshape(y.shape)
+        return (
+            y,
+            indices,
+            max_pool2d(x, 2, return_indices=False),
+            max_pool2d_backward(gp, indices, x.shape, 2),
+        )
+
+    one, three = _both(pool, threads)
+    for a, b in zip(one, three, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [{"padding": 2}, {"stride": 2, "padding": 1}, {"padding": 1, "groups": 2}],
+    ids=["wide", "strided", "groups"],
+)
+def test_conv_fast_path_does_not_depend_on_the_thread_count(threads, rng, window):
+    x = rng.standard_normal((7, 4, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((6, 4 // window.get("groups", 1), 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+
+    def run():
+        y = conv2d(x, w, b, **window)
+        gy = np.linspace(-1, 1, y.size, dtype=np.float32).reshape(y.shape)
+        return (y, *conv2d_backward(gy, x, w, **window))
+
+    one, three = _both(run, threads)
+    np.testing.assert_array_equal(one[0], three[0])  # each image's output is its own
+    np.testing.assert_array_equal(one[1], three[1])  # so is its input gradient
+    for summed in (2, 3):  # weight and bias gradients: sums over the images
+        np.testing.assert_allclose(one[summed], three[summed], rtol=1e-5, atol=1e-5)
+
+
+def test_linear_fast_path_does_not_depend_on_the_thread_count(threads, rng):
+    x = rng.standard_normal((5, 2, 13)).astype(np.float32)
+    w = rng.standard_normal((11, 13)).astype(np.float32)
+    b = rng.standard_normal(11).astype(np.float32)
+    gy = rng.standard_normal((5, 2, 11)).astype(np.float32)
+    one, three = _both(lambda: (linear(x, w, b), *linear_backward(gy, x, w)), threads)
+    for a, c in zip(one, three, strict=True):
+        np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-6)
+
+
+def test_lenet_step_is_reproducible_with_threads(threads, rng):
+    """Same seed, same batch, 3 threads: two runs give bit-identical gradients."""
+    threads(3)
+    x = rng.random((16, 1, 28, 28), dtype=np.float32)
+    labels = rng.integers(0, 10, 16)
+    grads = []
+    for _ in range(2):
+        model = xcnn.models.lenet5(rng=0)
+        loss_fn = nn.CrossEntropyLoss()
+        loss_fn(model(x), labels)
+        model.backward(loss_fn.backward())
+        grads.append([p.grad.copy() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_array_equal(a, b)
