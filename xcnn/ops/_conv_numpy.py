@@ -180,11 +180,12 @@ def conv2d_backward(
     groups: int,
     g: Geometry,
     input_grad: bool,
-) -> tuple[np.ndarray | None, np.ndarray]:
-    """``(gx or None, gW)`` of a convolution; ``gW`` re-unfolds ``x`` chunk by chunk.
+    bias: bool,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """``(gx or None, gW, gb or None)`` of a convolution; ``gW`` re-unfolds ``x`` by chunks.
 
-    Each thread takes a slice of the batch: its part of ``gx``, and a partial ``gW``
-    that is added to the others in slice order.
+    Each thread takes a slice of the batch: its part of ``gx``, and partial ``gW`` and
+    ``gb`` that are added to the others' in slice order.
     """
     n, c = x.shape[:2]
     out_channels = weight.shape[0]
@@ -192,7 +193,7 @@ def conv2d_backward(
     og, kg = out_channels // groups, rows // groups
     grad_x = _recycle.empty(x.shape, x.dtype) if input_grad else None
 
-    def backward(first: int, last: int) -> np.ndarray:
+    def backward(first: int, last: int) -> tuple[np.ndarray, np.ndarray | None]:
         chunks = _Chunks(x[first:last].shape, x.dtype, g, out_channels)
         gw_t = np.zeros((groups, kg, og), dtype=x.dtype)
         buffer = _scratch("widened", (chunks.size, out_channels, chunks.length), x.dtype)
@@ -207,14 +208,19 @@ def conv2d_backward(
             gw_t += np.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
         if grad_x is not None:
             _grad_input(grad_output[first:last], weight, grad_x[first:last], groups, g)
-        return gw_t
+        gb = None
+        if bias:
+            gb = grad_output[first:last].reshape(last - first, out_channels, -1).sum(axis=(0, 2))
+        return gw_t, gb
 
     work = (rows + out_channels) * g.oh * g.ow * (2 if input_grad else 1)
-    gw_t, *others = _threads.map_batch(backward, n, item_size=work)
-    for partial in others:
-        gw_t += partial
+    (gw_t, grad_bias), *others = _threads.map_batch(backward, n, item_size=work)
+    for partial_gw, partial_gb in others:
+        gw_t += partial_gw
+        if grad_bias is not None:
+            grad_bias += partial_gb
     grad_weight = gw_t.transpose(0, 2, 1).reshape(weight.shape)
-    return grad_x, grad_weight
+    return grad_x, grad_weight, grad_bias
 
 
 def _grad_input(

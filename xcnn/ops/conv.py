@@ -242,19 +242,16 @@ def conv2d_backward(
         )
 
     og, kg = out_channels // groups, rows // groups
-    gy = xp.reshape(grad_output, (n, groups, og, length))
-    # Summed from the reshaped gY, which is C-ordered whatever grad_output's strides were,
-    # so the rounding does not depend on the caller's memory layout.
-    grad_bias = xp.reshape(xp.sum(gy, axis=(0, 3)), (out_channels,)) if bias else None
-
     if fast_path(xp) == "numpy":
         from xcnn.ops import _conv_numpy
 
         # cols is not needed: the fast path unfolds x again chunk by chunk, in cache.
-        grad_x, grad_weight = _conv_numpy.conv2d_backward(
-            grad_output, x, weight, groups, g, input_grad
-        )
-        return grad_x, grad_weight, grad_bias
+        return _conv_numpy.conv2d_backward(grad_output, x, weight, groups, g, input_grad, bias)
+
+    gy = xp.reshape(grad_output, (n, groups, og, length))
+    # Summed from the reshaped gY, which is C-ordered whatever grad_output's strides were,
+    # so the rounding does not depend on the caller's memory layout.
+    grad_bias = xp.reshape(xp.sum(gy, axis=(0, 3)), (out_channels,)) if bias else None
 
     if cols is None:
         cols = im2col(x, (g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
