@@ -157,3 +157,25 @@ def test_errors_name_the_op(backend):
             match=rf"{name}: expected gy of shape \(2, 3\) \(the {what}'s\), got shape \(3, 2\)",
         ):
             fn(bad_gy, x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_fast_path_equals_standard_twin_bit_for_bit(backend, rng, dtype):
+    """Incl. NaN, infinities, signed zeros and a non-contiguous input (the twin's case)."""
+    from xcnn.ops._dispatch import fast_path
+
+    if fast_path(backend.xp) is None:
+        pytest.skip("array_api_strict has no fast path: the standard code is the only one")
+    values = rng.standard_normal((4, 3, 5, 6))
+    values.flat[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30]
+    x = backend.asarray(values, dtype=dtype)
+    gy = backend.asarray(rng.standard_normal(values.shape), dtype=dtype)
+    gy[0, 0, 0, :2] = backend.asarray([np.inf, np.nan], dtype=dtype)
+    for xs, gys in ((x, gy), (x[:, :, ::2], gy[:, :, ::2])):
+        with np.errstate(invalid="ignore"):  # inf * 0 is NaN on both paths
+            fast = (F.relu(xs), F.relu_backward(gys, xs))
+            with F.standard_only():
+                twin = (F.relu(xs), F.relu_backward(gys, xs))
+        for ours, reference in zip(fast, twin, strict=True):
+            assert ours.dtype == reference.dtype
+            np.testing.assert_array_equal(backend.to_numpy(ours), backend.to_numpy(reference))

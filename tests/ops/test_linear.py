@@ -153,3 +153,19 @@ def test_input_on_another_backend_is_refused(rng):
             match="linear: input is a numpy array but the weight lives on array_api_strict",
         ):
             linear(x, w)
+
+
+@pytest.mark.parametrize("leading", [(6,), (2, 3), ()], ids=["2d", "3d", "1d"])
+def test_fast_path_equals_standard_twin(backend, rng, leading):
+    from xcnn.ops import standard_only
+
+    x = backend.asarray(rng.standard_normal((*leading, 7)), dtype="float32")
+    w = backend.asarray(rng.standard_normal((5, 7)), dtype="float32")
+    b = backend.asarray(rng.standard_normal(5), dtype="float32")
+    gy = backend.asarray(rng.standard_normal((*leading, 5)), dtype="float32")
+    fast = (linear(x, w, b), *linear_backward(gy, x, w))
+    with standard_only():
+        twin = (linear(x, w, b), *linear_backward(gy, x, w))
+    for ours, reference in zip(fast, twin, strict=True):
+        assert tuple(ours.shape) == tuple(reference.shape) and ours.dtype == reference.dtype
+        np.testing.assert_allclose(_host(backend, ours), _host(backend, reference), rtol=1e-6)

@@ -6,6 +6,7 @@ lacks (strided views, scatter-add, CUDA kernels) sits behind a dispatcher in
 """
 
 from xcnn.ops._dispatch import standard_only
+from xcnn.ops._recycle import empty_cache
 from xcnn.ops._shapes import output_size
 from xcnn.ops.activation import (
     leaky_relu,
@@ -59,6 +60,7 @@ __all__ = [
     "max_pool2d_backward",
     "dropout",
     "dropout_backward",
+    "empty_cache",
     "leaky_relu",
     "leaky_relu_backward",
     "linear",

@@ -67,7 +67,11 @@ def empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 def empty_cache() -> int:
-    """Drop the buffers nobody is using; returns the bytes released."""
+    """Release the recycled NumPy buffers that no array uses any more (``xcnn.ops.empty_cache``).
+
+    Like ``torch.cuda.empty_cache``: worth calling after training, to give the memory
+    of the activation buffers back. Returns the number of bytes released.
+    """
     global _total
     released = 0
     with _lock:
