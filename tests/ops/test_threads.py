@@ -127,7 +127,7 @@ def test_blas_is_single_threaded_inside_and_restored_after(threads):
     threads(2)
     before = [library.get_num_threads() for library in libraries]
     inside = _threads.map_batch(
-        lambda a, b: [library.get_num_threads() for library in libraries], 4, item_size=1
+        lambda a, b: [library.get_num_threads() for library in libraries], 4, item_size=1, blas=True
     )
     assert inside == [[1] * len(libraries)] * 2
     assert [library.get_num_threads() for library in libraries] == before

@@ -169,7 +169,7 @@ def conv2d(
             if bias is not None and not fused:
                 y[start : start + m] += bias.reshape(1, out_channels, 1, 1)
 
-    _threads.map_batch(forward, n, item_size=(rows + out_channels) * g.oh * g.ow)
+    _threads.map_batch(forward, n, item_size=(rows + out_channels) * g.oh * g.ow, blas=True)
     return y
 
 
@@ -214,7 +214,7 @@ def conv2d_backward(
         return gw_t, gb
 
     work = (rows + out_channels) * g.oh * g.ow * (2 if input_grad else 1)
-    (gw_t, grad_bias), *others = _threads.map_batch(backward, n, item_size=work)
+    (gw_t, grad_bias), *others = _threads.map_batch(backward, n, item_size=work, blas=True)
     for partial_gw, partial_gb in others:
         gw_t += partial_gw
         if grad_bias is not None:

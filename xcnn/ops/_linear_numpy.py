@@ -39,7 +39,7 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.nda
         if bias is not None:
             out += bias[start:stop]
 
-    _threads.map_batch(run, out_features, item_size=_work(x2, weight))
+    _threads.map_batch(run, out_features, item_size=_work(x2, weight), blas=True)
     return y2.reshape(*x.shape[:-1], out_features)
 
 
@@ -58,6 +58,6 @@ def linear_backward(
         first, last = in_features * start // out_features, in_features * stop // out_features
         np.matmul(gy2, weight[:, first:last], out=gx2[:, first:last])
 
-    _threads.map_batch(run, out_features, item_size=2 * _work(x2, weight))
+    _threads.map_batch(run, out_features, item_size=2 * _work(x2, weight), blas=True)
     gb = np.sum(gy2, axis=0) if bias else None
     return gx2.reshape(x.shape), gw, gb

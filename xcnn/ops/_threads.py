@@ -219,23 +219,27 @@ def _run_inside(fn: Callable[[int, int], T], start: int, stop: int) -> T:
         _inside.active = False
 
 
-def map_batch(fn: Callable[[int, int], T], n: int, *, item_size: int) -> list[T]:
+def map_batch(
+    fn: Callable[[int, int], T], n: int, *, item_size: int, blas: bool = False
+) -> list[T]:
     """``[fn(start, stop) for each span]``, the spans run on separate threads.
 
     ``fn`` must only write to its own slice of any shared output. The calling thread
     runs the first span itself. Every span finishes before this returns, even when
     one raises; the first error (in span order) is then raised.
 
-    With more than one thread configured, BLAS runs single-threaded inside ``fn``
-    even when the work is too small to split: a multi-threaded OpenBLAS call leaves
-    its helper threads spinning for a while, and on a machine with few cores they
-    then take a core from xcnn's own threads (measured on 2 cores: a LeNet-5
-    training step used twice its wall time in CPU time).
+    ``blas=True`` says ``fn`` calls BLAS. With more than one thread configured, BLAS
+    then runs single-threaded inside ``fn``, even when the work is too small to
+    split: a multi-threaded OpenBLAS call leaves its helper threads spinning for a
+    while, and on a machine with few cores they take a core from xcnn's own threads
+    (measured on 2 cores: a LeNet-5 training step used twice its wall time in CPU
+    time). Regions without BLAS skip the switch, which costs about 20 us.
     """
     if get_num_threads() == 1 or getattr(_inside, "active", False):
         return [fn(0, n)]
     parts = spans(n, GRAIN, item_size)
-    _limit_blas()
+    if blas:
+        _limit_blas()
     try:
         if len(parts) == 1 or not _region.acquire(blocking=False):
             return [_run_inside(fn, 0, n)]
@@ -252,4 +256,5 @@ def map_batch(fn: Callable[[int, int], T], n: int, *, item_size: int) -> list[T]
         finally:
             _region.release()
     finally:
-        _release_blas()
+        if blas:
+            _release_blas()
