@@ -170,3 +170,15 @@ def test_to_host_copies_any_backend_array(name):
     host[0] = 9.0
     assert float(b.to_numpy(x)[0]) == 0.0  # a copy, not a view
     assert backends.host_dtype(x.dtype) == np.float32
+
+
+def test_array_namespace_shortcut_agrees_with_array_api_compat():
+    import array_api_compat
+    import array_api_strict
+
+    plain = np.zeros(3, dtype=np.float32)
+    assert backends.array_namespace(plain, plain) is array_api_compat.array_namespace(plain)
+    strict = array_api_strict.asarray([1.0])
+    assert backends.array_namespace(strict) is array_api_compat.array_namespace(strict)
+    with pytest.raises(TypeError):
+        backends.array_namespace(plain, strict)  # mixed namespaces are still refused

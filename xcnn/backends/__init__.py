@@ -37,6 +37,7 @@ from xcnn.backends._random import Generator, default_generator, host_rng, manual
 __all__ = [
     "Backend",
     "Generator",
+    "array_namespace",
     "available",
     "current",
     "default_generator",
@@ -265,6 +266,22 @@ class use:
 
     def __exit__(self, *exc: object) -> None:
         _override.reset(self._token)
+
+
+def array_namespace(*arrays: Any) -> ModuleType:
+    """``array_api_compat.array_namespace``, with a shortcut for plain NumPy arrays.
+
+    Every op asks for its arrays' namespace; for NumPy arrays, the common case, the
+    answer is always ``array_api_compat.numpy``, found here in well under a
+    microsecond instead of several (a training step asks about 50 times).
+    """
+    if all(type(a) is np.ndarray for a in arrays):
+        import array_api_compat.numpy
+
+        return array_api_compat.numpy
+    import array_api_compat
+
+    return array_api_compat.array_namespace(*arrays)
 
 
 def namespace_name(x: Any) -> str:

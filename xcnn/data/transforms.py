@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
-from xcnn.backends import Generator
+from xcnn.backends import Generator, array_namespace
 
 __all__ = ["Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip"]
 

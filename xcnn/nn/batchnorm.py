@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
-
 from xcnn import backends
+from xcnn.backends import array_namespace
 from xcnn.nn import init
 from xcnn.nn.module import Module
 from xcnn.ops import batchnorm as F

@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import array_namespace
-
+from xcnn.backends import array_namespace
 from xcnn.nn.module import Module
 
 __all__ = ["Flatten"]

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
-
 from xcnn import backends
+from xcnn.backends import array_namespace
 from xcnn.nn.module import Module
 from xcnn.ops import pool as F
 

@@ -37,9 +37,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from array_api_compat import array_namespace
-
 from xcnn import backends
+from xcnn.backends import array_namespace
 
 __all__ = [
     "BatchNormCache",

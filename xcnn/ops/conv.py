@@ -35,9 +35,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
-
 from xcnn import backends
+from xcnn.backends import array_namespace
 from xcnn.ops._dispatch import fast_path
 from xcnn.ops.im2col import Geometry, col2im, geometry, im2col
 

@@ -17,9 +17,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from array_api_compat import array_namespace
-
 from xcnn import backends
+from xcnn.backends import array_namespace
 
 __all__ = ["dropout", "dropout_backward"]
 

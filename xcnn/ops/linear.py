@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
-
 from xcnn import backends
+from xcnn.backends import array_namespace
 from xcnn.ops._dispatch import fast_path
 
 __all__ = ["linear", "linear_backward"]

@@ -26,9 +26,8 @@ import math
 import numbers
 from typing import Any
 
-from array_api_compat import array_namespace
-
 from xcnn import backends
+from xcnn.backends import array_namespace
 
 __all__ = [
     "log_softmax",

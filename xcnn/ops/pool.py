@@ -52,9 +52,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
 from xcnn import backends
+from xcnn.backends import array_namespace
 from xcnn.ops._dispatch import fast_path
 from xcnn.ops._shapes import output_size, pair
 

@@ -21,9 +21,8 @@ import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from array_api_compat import array_namespace
-
 from xcnn import backends
+from xcnn.backends import array_namespace
 from xcnn.nn.module import Parameter
 
 __all__ = ["Optimizer"]
