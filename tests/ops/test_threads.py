@@ -154,11 +154,11 @@ def test_concurrent_callers_each_get_their_own_results(threads):
             assert parts[0][1] == 0 and parts[-1][2] == 8
 
 
-def _both(fn, threads):
-    """``fn()`` with 1 thread and with 3 threads."""
+def _both(fn, threads, count=3):
+    """``fn()`` with 1 thread and with ``count`` threads."""
     threads(1)
     one = fn()
-    threads(3)
+    threads(count)
     return one, fn()
 
 
@@ -189,7 +189,8 @@ def test_elementwise_fast_paths_do_not_depend_on_the_thread_count(threads, rng):
     [{"padding": 2}, {"stride": 2, "padding": 1}, {"padding": 1, "groups": 2}],
     ids=["wide", "strided", "groups"],
 )
-def test_conv_fast_path_does_not_depend_on_the_thread_count(threads, rng, window):
+@pytest.mark.parametrize("count", [2, 3, 4])
+def test_conv_fast_path_does_not_depend_on_the_thread_count(threads, rng, window, count):
     x = rng.standard_normal((7, 4, 9, 8)).astype(np.float32)
     w = rng.standard_normal((6, 4 // window.get("groups", 1), 3, 3)).astype(np.float32)
     b = rng.standard_normal(6).astype(np.float32)
@@ -199,7 +200,7 @@ def test_conv_fast_path_does_not_depend_on_the_thread_count(threads, rng, window
         gy = np.linspace(-1, 1, y.size, dtype=np.float32).reshape(y.shape)
         return (y, *conv2d_backward(gy, x, w, **window))
 
-    one, three = _both(run, threads)
+    one, three = _both(run, threads, count)
     np.testing.assert_array_equal(one[0], three[0])  # each image's output is its own
     np.testing.assert_array_equal(one[1], three[1])  # so is its input gradient
     for summed in (2, 3):  # weight and bias gradients: sums over the images
