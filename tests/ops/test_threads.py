@@ -7,7 +7,10 @@ threads: elementwise outputs must be identical, sums equal up to rounding.
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -231,3 +234,28 @@ def test_lenet_step_is_reproducible_with_threads(threads, rng):
         grads.append([p.grad.copy() for p in model.parameters()])
     for a, b in zip(*grads, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_threads(threads):
+    """The parent's helper threads do not exist in a child: it must not wait for them."""
+    threads(2)
+    assert _threads.map_batch(lambda a, b: b - a, 8, item_size=1) == [4, 4]  # pool started
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: a region must finish, on threads of its own
+        try:
+            idents = _threads.map_batch(lambda a, b: threading.get_ident(), 8, item_size=1)
+            os.write(write, b"ok" if len(set(idents)) == 2 else b"one thread")
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung waiting for its parent's threads")
+    assert os.read(read, 16) == b"ok"
+    assert os.waitstatus_to_exitcode(done[1]) == 0
