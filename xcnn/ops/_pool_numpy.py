@@ -10,7 +10,9 @@ run the same loop on the planes: every pass is a 1-D SIMD loop, where comparison
 on strided slices run several times slower (2x2 on LeNet's first pool: ~1 ms instead
 of ~2-3 ms). Being the twin's loop, ties and NaN pick the same index.
 
-Scratch (planes, masks) is kept per thread and reused; outputs are always fresh.
+The batch is split across threads (``_threads``), each thread taking whole images.
+Scratch (planes, masks) is kept per thread and reused; outputs go on recycled
+buffers (``_recycle``) that no live array uses.
 
 Backward writes each offset's masked gradient straight into its slice when windows
 do not overlap (every input pixel belongs to at most one window) and accumulates
@@ -33,7 +35,7 @@ _workspace = threading.local()
 def _scratch(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An uninitialised array kept for reuse by later calls (per thread, per ``name``).
 
-    Only for scratch that never leaves this module (outputs are always fresh arrays):
+    Only for scratch that never leaves this module (outputs come from ``_recycle``):
     fresh megabyte-sized temporaries cost a page fault per 4 KiB page on first touch.
     """
     pool = _workspace.__dict__.setdefault("pool", {})

@@ -7,8 +7,9 @@ only when each thread gets at least ``GRAIN`` elements of it, and the fast paths
 their per-call work in the tens to hundreds of microseconds (a thread issuing calls
 of a few microseconds each spends its time waiting for the GIL instead).
 
-Inside every region BLAS is held to one thread, whenever more than one xcnn thread
-is configured. The fast paths' matmuls are per chunk of images, too small for
+Inside every region that calls BLAS (convolution, linear) BLAS is held to one
+thread, whenever more than one xcnn thread is configured. The fast paths' matmuls
+are per chunk of images, too small for
 OpenBLAS to split well; two callers that each start OpenBLAS's own threads
 oversubscribe the cores; and after a multi-threaded call OpenBLAS's helper threads
 spin for a while, taking a core from xcnn's threads (measured on 2 cores: a LeNet-5
@@ -18,7 +19,9 @@ when the last region ends, so the caller's matmuls outside xcnn are unaffected.
 Results do not depend on the threads' timing: each thread writes its own slice of the
 output, and the partial sums the caller gets back are added in slice order. They can
 depend on the thread count, by rounding, only where partial sums are added (a
-convolution's weight gradient).
+convolution's weight and bias gradients).
+
+Helper threads wait on plain locks (see ``_Worker``); a forked child starts its own.
 
 ``XCNN_NUM_THREADS`` or :func:`set_num_threads` (``xcnn.set_num_threads``) sets the
 thread count; the default is the number of CPUs the process may run on.
