@@ -259,3 +259,16 @@ def test_a_forked_child_starts_its_own_threads(threads):
         pytest.fail("the forked child hung waiting for its parent's threads")
     assert os.read(read, 16) == b"ok"
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+@pytest.mark.parametrize("count", [4, 8])
+def test_conv_backward_with_more_threads_than_images(threads, rng, count):
+    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+
+    def run():
+        return conv2d_backward(np.ones((1, 3, 5, 5), np.float32), x, w, padding=1)
+
+    one, many = _both(run, threads, count)
+    for a, b in zip(one, many, strict=True):
+        np.testing.assert_array_equal(a, b)

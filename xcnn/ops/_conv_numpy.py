@@ -230,7 +230,7 @@ def conv2d_backward(
         # Tasks: the weight gradient of each share of the batch, then the input gradient
         # of each; one thread per task. The shares (and so the rounding of gW) depend on
         # the thread count only from four threads up.
-        shares = max(1, _threads.get_num_threads() // 2)
+        shares = max(1, min(n, _threads.get_num_threads() // 2))
         bounds = [(n * k // shares, n * (k + 1) // shares) for k in range(shares)]
         tasks = [(weights, *b) for b in bounds] + [(inputs, *b) for b in bounds]
 
