@@ -272,3 +272,13 @@ def test_conv_backward_with_more_threads_than_images(threads, rng, count):
     one, many = _both(run, threads, count)
     for a, b in zip(one, many, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_an_empty_batch_passes_through_a_model(threads, count):
+    threads(count)
+    model = xcnn.models.simple_cnn(rng=0)
+    logits = model(np.zeros((0, 1, 28, 28), np.float32))
+    assert logits.shape == (0, 10)
+    model.backward(np.zeros_like(logits))
+    assert all(p.grad.shape == p.shape and not p.grad.any() for p in model.parameters())

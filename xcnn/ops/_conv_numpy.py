@@ -219,7 +219,8 @@ def conv2d_backward(
             gw_t += np.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
         gb = None
         if bias:
-            gb = grad_output[first:last].reshape(last - first, out_channels, -1).sum(axis=(0, 2))
+            gy_rows = grad_output[first:last].reshape(last - first, out_channels, g.oh * g.ow)
+            gb = gy_rows.sum(axis=(0, 2))
         return gw_t, gb
 
     def inputs(first: int, last: int) -> None:
