@@ -15,7 +15,7 @@ the ReLU touches a quarter of the data (2x2 pooling), forward and backward.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from xcnn.nn.activation import ReLU
@@ -23,7 +23,7 @@ from xcnn.nn.module import Module
 from xcnn.nn.pool import MaxPool2d
 
 
-def _run_order(modules: list[Module]) -> list[Module]:
+def _run_order(modules: Iterable[Module]) -> list[Module]:
     """``modules`` with each ``ReLU`` that directly precedes a ``MaxPool2d`` moved after it."""
     order = list(modules)
     for i in range(len(order) - 1):
@@ -76,12 +76,12 @@ class Sequential(Module):
     def forward(self, x: Any) -> Any:
         # The same layers, with ReLU -> MaxPool2d run as MaxPool2d -> ReLU (see the top
         # of this file); backward walks this order in reverse.
-        for module in _run_order(list(self._modules.values())):
+        for module in _run_order(self._modules.values()):
             x = module(x)
         return x
 
     def backward(self, grad_output: Any) -> Any:
-        for module in reversed(_run_order(list(self._modules.values()))):
+        for module in reversed(_run_order(self._modules.values())):
             grad_output = module.backward(grad_output)
         return grad_output
 

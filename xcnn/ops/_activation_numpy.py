@@ -7,21 +7,9 @@ temporaries, and large arrays split across threads (``_threads``).
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from xcnn.ops import _recycle, _threads
-
-_workspace = threading.local()
-
-
-def _mask(size: int) -> np.ndarray:
-    """A per-thread boolean scratch of at least ``size`` elements."""
-    mask = getattr(_workspace, "mask", None)
-    if mask is None or mask.size < size:
-        mask = _workspace.mask = np.empty(size, dtype=np.bool_)
-    return mask[:size]
 
 
 def relu(x: np.ndarray) -> np.ndarray:
@@ -43,7 +31,7 @@ def relu_backward(gy: np.ndarray, x: np.ndarray) -> np.ndarray:
     flat_gy, flat_x, flat_gx = gy.reshape(-1), x.reshape(-1), gx.reshape(-1)
 
     def run(start: int, stop: int) -> None:
-        mask = _mask(stop - start)
+        mask = _recycle.scratch("relu mask", (stop - start,), np.bool_)
         np.greater(flat_x[start:stop], 0, out=mask)
         # float * bool multiplies by exactly 1.0 or 0.0, as the twin's float mask does.
         np.multiply(flat_gy[start:stop], mask, out=flat_gx[start:stop])

@@ -47,9 +47,6 @@ Results equal the standard twin up to rounding (other summation orders).
 
 from __future__ import annotations
 
-import math
-import threading
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
@@ -60,24 +57,6 @@ from xcnn.ops.im2col import Geometry, _window_slices
 _CHUNK_BYTES = 1 << 20
 # The input gradient's gcols chunk: larger, as one big matmul per chunk pays off there.
 _FOLD_BYTES = 4 << 20
-
-_workspace = threading.local()
-
-
-def _scratch(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An uninitialised array kept for reuse by later calls (per thread, per ``name``).
-
-    Only for scratch that never leaves this module. Fresh multi-megabyte arrays cost
-    a page fault per 4 KiB page on first touch (measured: ~4,400 faults, a quarter of
-    a LeNet-5 training step); reusing the memory avoids them.
-    """
-    pool = _workspace.__dict__.setdefault("pool", {})
-    key = (name, np.dtype(dtype))
-    size = math.prod(shape)
-    buffer = pool.get(key)
-    if buffer is None or buffer.size < size:
-        buffer = pool[key] = np.empty(size, dtype=dtype)
-    return buffer[:size].reshape(shape)
 
 
 class _Chunks:
@@ -99,11 +78,11 @@ class _Chunks:
         self.flat_size = self.hp * self.wp + (g.kw - 1) * g.dw
         # One extra row of ones after the unfolded rows: forward appends the bias to the
         # weight matrix, so the matmul adds it (no pass over y for the bias).
-        self._cols = _scratch("cols", (self.size, self.rows + 1, self.length), dtype)
+        self._cols = _recycle.scratch("cols", (self.size, self.rows + 1, self.length), dtype)
         self._cols[:, self.rows, :] = 1
         # The padded images live in a flat (B, C, Hp*Wp + slack) buffer, zeroed once: only
         # the interior is written below, so the padding stays zero.
-        flat = _scratch("flat", (self.size, self.c, self.flat_size), dtype)
+        flat = _recycle.scratch("flat", (self.size, self.c, self.flat_size), dtype)
         flat.fill(0)
         image = flat[:, :, : self.hp * self.wp].reshape(self.size, self.c, self.hp, self.wp)
         self._interior = image[:, :, g.ph : g.ph + self.h, g.pw : g.pw + self.w]
@@ -162,7 +141,9 @@ def conv2d(
         chunks = _Chunks(x[first:last].shape, x.dtype, g, out_channels)
         product = None
         if chunks.wide:
-            product = _scratch("product", (chunks.size, out_channels, chunks.length), x.dtype)
+            product = _recycle.scratch(
+                "product", (chunks.size, out_channels, chunks.length), x.dtype
+            )
         for start in range(first, last, chunks.size):
             cols = chunks.unfold(x[start : min(last, start + chunks.size)], ones=fused)
             m = cols.shape[0]
@@ -207,7 +188,7 @@ def conv2d_backward(
     def weights(first: int, last: int) -> tuple[np.ndarray, np.ndarray | None]:
         chunks = _Chunks(x[first:last].shape, x.dtype, g, out_channels)
         gw_t = np.zeros((groups, kg, og), dtype=x.dtype)
-        buffer = _scratch("widened", (chunks.size, out_channels, chunks.length), x.dtype)
+        buffer = _recycle.scratch("widened", (chunks.size, out_channels, chunks.length), x.dtype)
         buffer.fill(0)
         for start in range(first, last, chunks.size):
             stop = min(last, start + chunks.size)
@@ -231,8 +212,8 @@ def conv2d_backward(
         # Tasks: the weight gradient of each share of the batch, then the input gradient
         # of each; one thread per task. The shares (and so the rounding of gW) depend on
         # the thread count only from four threads up.
-        shares = max(1, min(n, _threads.get_num_threads() // 2))
-        bounds = [(n * k // shares, n * (k + 1) // shares) for k in range(shares)]
+        bounds = _threads.split(n, _threads.get_num_threads() // 2)
+        shares = len(bounds)
         tasks = [(weights, *b) for b in bounds] + [(inputs, *b) for b in bounds]
 
         def run(first: int, last: int) -> list:
@@ -276,9 +257,9 @@ def _grad_input(
     flat_size = hp * wp + ((g.kw - 1) * g.dw if wide else 0)
     for start in range(0, n, size):
         m = min(size, n - start)
-        gy_t = _scratch("gy_t", (out_channels, g.oh, columns, m), dtype)
-        gcols = _scratch("gcols", (groups, kg, length * m), dtype)
-        flat = _scratch("padded", (c, flat_size * m), dtype)
+        gy_t = _recycle.scratch("gy_t", (out_channels, g.oh, columns, m), dtype)
+        gcols = _recycle.scratch("gcols", (groups, kg, length * m), dtype)
+        flat = _recycle.scratch("padded", (c, flat_size * m), dtype)
         if columns > g.ow:
             gy_t[:, :, g.ow :, :] = 0
         np.copyto(gy_t[:, :, : g.ow, :], grad_output[start : start + m].transpose(1, 2, 3, 0))

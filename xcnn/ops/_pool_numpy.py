@@ -21,30 +21,10 @@ otherwise.
 
 from __future__ import annotations
 
-import math
-import threading
-
 import numpy as np
 
 from xcnn.ops import _recycle, _threads
 from xcnn.ops.pool import PoolGeometry, index_dtype, window_index
-
-_workspace = threading.local()
-
-
-def _scratch(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An uninitialised array kept for reuse by later calls (per thread, per ``name``).
-
-    Only for scratch that never leaves this module (outputs come from ``_recycle``):
-    fresh megabyte-sized temporaries cost a page fault per 4 KiB page on first touch.
-    """
-    pool = _workspace.__dict__.setdefault("pool", {})
-    key = (name, np.dtype(dtype))
-    size = math.prod(shape)
-    buffer = pool.get(key)
-    if buffer is None or buffer.size < size:
-        buffer = pool[key] = np.empty(size, dtype=dtype)
-    return buffer[:size].reshape(shape)
 
 
 def max_pool2d(x: np.ndarray, g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
@@ -80,12 +60,7 @@ def max_pool2d_values(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
         y = _recycle.empty((n, c, oh, ow), x.dtype)
 
         def run(first: int, last: int) -> None:
-            # Same plane layout as _max_pool_tiled: each pass is a contiguous 1-D loop.
-            m = last - first
-            tiles = x[first:last, :, : oh * kh, : ow * kw].reshape(m, c, oh, kh, ow, kw)
-            planes = _scratch("planes", (kh, kw, m, c, oh, ow), x.dtype)
-            np.copyto(planes, tiles.transpose(3, 5, 0, 1, 2, 4))
-            planes = planes.reshape(kh * kw, -1)
+            planes = _planes(x[first:last], g)
             values = y[first:last].reshape(-1)
             np.copyto(values, planes[0])
             for k in range(1, kh * kw):
@@ -104,6 +79,23 @@ def max_pool2d_values(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     return y
 
 
+def _planes(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
+    """``(KH*KW, N*C*OH*OW)`` per-thread scratch: window offset k's values in row k.
+
+    One copy gathers each window offset into its own contiguous plane, so every later
+    pass is a 1-D SIMD loop: comparisons on the strided slices run several times
+    slower, and 2-D loops over OW-long rows pay a call per row. Splitting H and W into
+    (OH, KH) and (OW, KW) is a view for any strides; rows and columns past the last
+    window (floor mode) are left out. Only for windows that tile the input.
+    """
+    n, c = x.shape[:2]
+    kh, kw, oh, ow = g.kh, g.kw, g.oh, g.ow
+    tiles = x[:, :, : oh * kh, : ow * kw].reshape(n, c, oh, kh, ow, kw)
+    planes = _recycle.scratch("planes", (kh, kw, n, c, oh, ow), x.dtype)
+    np.copyto(planes, tiles.transpose(3, 5, 0, 1, 2, 4))
+    return planes.reshape(kh * kw, -1)
+
+
 def _max_pool_tiled(x: np.ndarray, g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
     """Windows that tile the input (stride == kernel, no padding): the twin's loop on planes."""
     n, c = x.shape[0], x.shape[1]
@@ -112,25 +104,16 @@ def _max_pool_tiled(x: np.ndarray, g: PoolGeometry) -> tuple[np.ndarray, np.ndar
     indices = _recycle.empty((n, c, oh, ow), index_dtype(np, kh * kw))
 
     def run(first: int, last: int) -> None:
-        m = last - first
-        size = m * c * oh * ow
-        # One copy gathers each window offset into its own contiguous plane, so every
-        # later pass is a 1-D SIMD loop: comparisons on the strided slices run several
-        # times slower, and 2-D loops over OW-long rows pay a call per row. Splitting H
-        # and W into (OH, KH) and (OW, KW) is a view for any strides; rows and columns
-        # past the last window (floor mode) are left out.
-        tiles = x[first:last, :, : oh * kh, : ow * kw].reshape(m, c, oh, kh, ow, kw)
-        planes = _scratch("planes", (kh, kw, m, c, oh, ow), x.dtype)
-        np.copyto(planes, tiles.transpose(3, 5, 0, 1, 2, 4))
-        planes = planes.reshape(kh * kw, size)
+        planes = _planes(x[first:last], g)
+        size = planes.shape[1]
         values = y[first:last].reshape(size)
         argmax = indices[first:last].reshape(size)
         if kh * kw == 1:
             np.copyto(values, planes[0])
             argmax.fill(0)
             return
-        better = _scratch("better", (size,), np.bool_)
-        scaled = _scratch("scaled", (size,), argmax.dtype)
+        better = _recycle.scratch("better", (size,), np.bool_)
+        scaled = _recycle.scratch("scaled", (size,), argmax.dtype)
         # The same running max/argmax as the standard twin, offset by offset, so ties and
         # NaN pick the same index: "v > y" is False once y is NaN.
         np.greater(planes[1], planes[0], out=better)
@@ -162,8 +145,8 @@ def max_pool2d_backward(
 
     def run(first: int, last: int) -> None:
         grad, argmax, out = gy[first:last], indices[first:last], gx_pad[first:last]
-        mask = _scratch("mask", grad.shape, np.bool_)
-        scratch = _scratch("accumulate", grad.shape, gy.dtype) if overlap else None
+        mask = _recycle.scratch("mask", grad.shape, np.bool_)
+        scratch = _recycle.scratch("accumulate", grad.shape, gy.dtype) if overlap else None
         for k in range(g.kh * g.kw):
             region = out[window_index(k // g.kw, k % g.kw, g)]
             np.equal(argmax, k, out=mask)

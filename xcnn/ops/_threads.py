@@ -75,6 +75,9 @@ def get_num_threads() -> int:
     process may run on. 1 runs everything on the calling thread.
     """
     global _num_threads
+    count = _num_threads  # read on every region: no lock once it is set
+    if count is not None:
+        return count
     with _lock:
         if _num_threads is None:
             _num_threads = _default_threads()
@@ -203,15 +206,19 @@ def _release_blas() -> None:
                     library.set_num_threads(count)
 
 
+def split(n: int, parts: int) -> list[tuple[int, int]]:
+    """``range(n)`` as ``min(parts, n)`` (at least 1) contiguous, nearly equal ``(start, stop)``."""
+    parts = max(1, min(parts, n))
+    return [(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
+
+
 def spans(n: int, grain: int, item_size: int) -> list[tuple[int, int]]:
     """Contiguous ``(start, stop)`` slices of ``range(n)``, one per thread that is worth it.
 
     ``item_size`` is the work of one item (elements touched, say); a slice gets at
     least ``grain`` of work, so a small batch stays on one thread.
     """
-    threads = max(1, min(get_num_threads(), n, (n * item_size) // max(1, grain)))
-    bounds = [n * k // threads for k in range(threads + 1)]
-    return [(bounds[k], bounds[k + 1]) for k in range(threads)]
+    return split(n, min(get_num_threads(), (n * item_size) // max(1, grain)))
 
 
 def _run_inside(fn: Callable[[int, int], T], start: int, stop: int) -> T:
