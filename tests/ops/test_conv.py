@@ -129,6 +129,7 @@ def test_fast_path_equals_standard_twin(backend, rng, dtype):
             np.testing.assert_allclose(backend.to_numpy(ours), backend.to_numpy(reference), **tol)
 
 
+@pytest.mark.parametrize("out_channels", [2, 16], ids=["few_out", "channels_last_grad"])
 @pytest.mark.parametrize(
     "window",
     [
@@ -138,8 +139,12 @@ def test_fast_path_equals_standard_twin(backend, rng, dtype):
     ],
     ids=["wide", "wide_dilated_groups", "strided"],
 )
-def test_numpy_chunks_equal_standard_twin(backend, rng, monkeypatch, window):
-    """The NumPy path cut into many chunks (the last one partial) equals the twin."""
+def test_numpy_chunks_equal_standard_twin(backend, rng, monkeypatch, window, out_channels):
+    """The NumPy path cut into many chunks (the last one partial) equals the twin.
+
+    16 output channels (with 36 or 18 unfolded rows per group) take the weight
+    gradient's channels-last layout of gY; 2 take the transposed view.
+    """
     if fast_path(backend.xp) != "numpy":
         pytest.skip("the chunked path is NumPy's")
     from xcnn.ops import _conv_numpy
@@ -147,8 +152,9 @@ def test_numpy_chunks_equal_standard_twin(backend, rng, monkeypatch, window):
     # 1 to 5 images per chunk for these shapes: 7 images make 2 to 7 chunks, the last partial.
     monkeypatch.setattr(_conv_numpy, "_CHUNK_BYTES", 2 * 4 * (8 + 4 * 9) * 9 * 12)
     x = backend.asarray(rng.standard_normal((7, 4, 9, 10)), dtype="float32")
-    w = backend.asarray(rng.standard_normal((2, 4 // window.get("groups", 1), 3, 3)), "float32")
-    b = backend.asarray(rng.standard_normal(2), dtype="float32")
+    w_shape = (out_channels, 4 // window.get("groups", 1), 3, 3)
+    w = backend.asarray(rng.standard_normal(w_shape), "float32")
+    b = backend.asarray(rng.standard_normal(out_channels), dtype="float32")
     y = conv2d(x, w, b, **window)
     gy = backend.asarray(rng.standard_normal(tuple(y.shape)), dtype="float32")
     fast = (y, *conv2d_backward(gy, x, w, **window))

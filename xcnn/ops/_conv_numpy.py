@@ -112,15 +112,27 @@ class _Chunks:
         np.copyto(self._tap_rows[:m], self._taps[:m])
         return self._cols[:m] if ones else self._cols[:m, : self.rows]
 
-    def widen(self, grad_output: np.ndarray, buffer: np.ndarray) -> np.ndarray:
-        """A chunk of ``gY`` ``(m, O, OH, OW)`` as ``(m, O, length)`` in this layout."""
+    def widen(
+        self, grad_output: np.ndarray, buffer: np.ndarray, channels_last: bool = False
+    ) -> np.ndarray:
+        """A chunk of ``gY`` ``(m, O, OH, OW)`` as ``(m, O, length)`` in this layout.
+
+        ``buffer`` is ``(size, O, length)``, or with ``channels_last`` ``(size, length,
+        O)`` (the result is then a transposed view of it). Its columns past OW were
+        zeroed at allocation and are never written.
+        """
         m, o = grad_output.shape[:2]
-        if not self.wide:
-            return np.reshape(grad_output, (m, o, self.length))
-        # buffer's columns past OW were zeroed at allocation and are never written.
+        if not channels_last:
+            if not self.wide:
+                return np.reshape(grad_output, (m, o, self.length))
+            view = buffer[:m]
+            view.reshape(m, o, self.g.oh, self.wp)[..., : self.g.ow] = grad_output
+            return view
         view = buffer[:m]
-        view.reshape(m, o, self.g.oh, self.wp)[..., : self.g.ow] = grad_output
-        return view
+        columns = self.wp if self.wide else self.g.ow
+        target = view.reshape(m, self.g.oh, columns, o)[:, :, : self.g.ow, :]
+        np.copyto(target, grad_output.transpose(0, 2, 3, 1))
+        return view.transpose(0, 2, 1)
 
 
 def conv2d(
@@ -188,15 +200,20 @@ def conv2d_backward(
     def weights(first: int, last: int) -> tuple[np.ndarray, np.ndarray | None]:
         chunks = _Chunks(x[first:last].shape, x.dtype, g, out_channels)
         gw_t = np.zeros((groups, kg, og), dtype=x.dtype)
-        buffer = _recycle.scratch("widened", (chunks.size, out_channels, chunks.length), x.dtype)
+        # (K, L) @ (L, Og) per image. With gY's channels last, (L, Og) is C-contiguous,
+        # and OpenBLAS ran LeNet-5's second convolution (K=150, O=16) 1.4x faster than
+        # with the transposed view of (Og, L). With few output channels, or K < O, it
+        # was slower: the copy into channels-last order then costs more than it saves.
+        channels_last = out_channels >= 16 and kg >= out_channels
+        shape = (chunks.length, out_channels) if channels_last else (out_channels, chunks.length)
+        buffer = _recycle.scratch("widened", (chunks.size, *shape), x.dtype)
         buffer.fill(0)
         for start in range(first, last, chunks.size):
             stop = min(last, start + chunks.size)
             m = stop - start
-            gy = chunks.widen(grad_output[start:stop], buffer)
+            gy = chunks.widen(grad_output[start:stop], buffer, channels_last)
             gy = gy.reshape(m, groups, og, chunks.length)
             cols = chunks.unfold(x[start:stop]).reshape(m, groups, kg, chunks.length)
-            # (K, L) @ (L, Og) per image: the faster BLAS shape for the weight gradient.
             gw_t += np.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
         gb = None
         if bias:
