@@ -226,18 +226,20 @@ def conv2d_backward(
 
     work = (rows + out_channels) * g.oh * g.ow
     if input_grad:
-        # Tasks: the weight gradient of each share of the batch, then the input gradient
-        # of each; one thread per task. The shares (and so the rounding of gW) depend on
-        # the thread count only from four threads up.
+        # Tasks: the input gradient of each share of the batch, then the weight gradient
+        # of each; one thread per task. The calling thread, which starts at once while
+        # a helper takes tens of microseconds to wake, gets the input gradient, the
+        # longer task. The shares (and so the rounding of gW) depend on the thread
+        # count only from four threads up.
         bounds = _threads.split(n, _threads.get_num_threads() // 2)
         shares = len(bounds)
-        tasks = [(weights, *b) for b in bounds] + [(inputs, *b) for b in bounds]
+        tasks = [(inputs, *b) for b in bounds] + [(weights, *b) for b in bounds]
 
         def run(first: int, last: int) -> list:
             return [task(start, stop) for task, start, stop in tasks[first:last]]
 
         done = _threads.map_batch(run, len(tasks), item_size=work * n // shares, blas=True)
-        partials = [result for results in done for result in results][:shares]
+        partials = [result for results in done for result in results][shares:]
     else:
         partials = _threads.map_batch(weights, n, item_size=work, blas=True)
     (gw_t, grad_bias), *others = partials
