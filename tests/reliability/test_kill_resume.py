@@ -92,12 +92,20 @@ def temp_files(folder: Path, checkpoint: Path) -> list[Path]:
 
 
 def wait_for_temp(proc: subprocess.Popen, folder: Path, checkpoint: Path, limit: float) -> bool:
-    """Poll until a temporary checkpoint file appears; True if seen while still running."""
+    """Poll until a temporary checkpoint file appears; True if seen while still running.
+
+    A save of this tiny model can fall between two polls. Then the checkpoint is
+    replaced without a temporary file having been seen: return False at once, so
+    the caller kills early in the next epoch instead of waiting while the run ends.
+    """
     end = time.monotonic() + limit
     before = set(temp_files(folder, checkpoint))
+    landed = _identity(checkpoint)
     while time.monotonic() < end and proc.poll() is None:
         if set(temp_files(folder, checkpoint)) - before:
             return True
+        if _identity(checkpoint) != landed:
+            return False
         time.sleep(0.0005)
     return False
 
@@ -161,7 +169,10 @@ def test_kill_9_and_resume_is_bit_exact(tmp_path):
                 wait_for_new_checkpoint(proc, ck, limit=reference_seconds * 2)
                 time.sleep(rng.uniform(0.1, 0.8) * epoch_seconds)
             else:
-                time.sleep(rng.uniform(0.3, 0.9) * reference_seconds)
+                # Past the start-up (imports, data), then early in training: late
+                # enough to land mid-epoch, early enough to leave epochs for the rest.
+                startup = max(0.0, reference_seconds - trained)
+                time.sleep(startup + rng.uniform(0.05, 0.4) * trained)
             still_running = proc.poll() is None
             if still_running:
                 os.kill(proc.pid, signal.SIGKILL)
