@@ -15,11 +15,13 @@ Which namespaces run:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from xcnn import backends
+from xcnn.data import write_idx
 
 ALL_NAMESPACES = ("numpy", "array_api_strict", "cupy")
 
@@ -91,3 +93,30 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("skipped tests, by reason")
         for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
             terminalreporter.write_line(f"{count:5d} skipped: {reason}")
+
+
+def _write_blob_mnist(
+    folder: Path, sizes: dict[str, int], *, noise: int, brightness: int, suffix: str = ""
+) -> Path:
+    """An MNIST-format dataset in ``folder`` whose classes are easy to tell apart.
+
+    ``sizes`` maps each split ("train", "t10k") to its image count. Each image is
+    uniform noise below ``noise`` plus a bright bar (``brightness``) whose height
+    depends on the label, so a model learns it and its weights move every step.
+    ``suffix`` is added to the file names (".gz" writes them compressed).
+    """
+    rng = np.random.default_rng(0)
+    for split, n in sizes.items():
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        images = rng.integers(0, noise, size=(n, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 * label : 2 * label + 8, 4:20] += brightness
+        write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def write_blob_mnist():
+    """The writer of a small, learnable MNIST-format dataset (see ``_write_blob_mnist``)."""
+    return _write_blob_mnist

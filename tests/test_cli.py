@@ -8,28 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from xcnn.data import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "examples" / "train.py"
 
 
 @pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory) -> Path:
+def tiny_mnist(tmp_path_factory, write_blob_mnist) -> Path:
     """A 128/64-image MNIST-format dataset whose classes are easy to tell apart."""
     folder = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 128), ("t10k", 64)):
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        images = rng.integers(0, 40, size=(n, 28, 28), dtype=np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 2 * label : 2 * label + 8, 4:20] += 200
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
-    return folder
+    sizes = {"train": 128, "t10k": 64}
+    return write_blob_mnist(folder, sizes, noise=40, brightness=200, suffix=".gz")
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

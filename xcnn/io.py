@@ -497,24 +497,12 @@ def _validate(
             raise ValueError(f"{where} holds no {what} state for the {what} given to load")
     if optimizer is not None:
         contents.optimizer = _optimizer_state(blob["optimizer"], optim_arrays, optimizer, where)
-    if scheduler is not None:
-        contents.scheduler = blob["scheduler"]
-        _conform(
-            contents.scheduler,
-            scheduler.state_dict(),
-            "scheduler",
-            f"the {type(scheduler).__name__} given to load",
-            where,
-        )
-    if loader is not None:
-        contents.loader = blob["loader"]
-        _conform(
-            contents.loader,
-            loader.state_dict(),
-            "loader",
-            f"the {type(loader).__name__} given to load",
-            where,
-        )
+    for what, target in (("scheduler", scheduler), ("loader", loader)):
+        if target is not None:
+            state = blob[what]
+            label = f"the {type(target).__name__} given to load"
+            _conform(state, target.state_dict(), what, label, where)
+            setattr(contents, what, state)
 
     contents.meta = dict(blob["config"])
     contents.meta.update(

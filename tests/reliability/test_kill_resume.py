@@ -26,7 +26,6 @@ from safetensors import safe_open
 
 import xcnn
 from xcnn import backends, models
-from xcnn.data import write_idx
 
 pytestmark = pytest.mark.slow
 
@@ -38,20 +37,6 @@ N_TRAIN, N_TEST = 160, 32
 # checkpoint's temporary file appears (mid-save). "after-save": a seeded random time
 # into the epoch after the next checkpoint lands (mid-epoch, and progress is made).
 PLAN = ("delay", "save", "after-save", "save", "after-save", "save", "after-save", "save")
-
-
-def write_tiny_mnist(folder: Path) -> Path:
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    for split, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        # Class-dependent blobs, so the model learns and the weights move every step.
-        images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 2 * label : 2 * label + 8, 4:20] += 180
-        write_idx(folder / f"{split}-images-idx3-ubyte", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte", labels)
-    return folder
 
 
 def command(data_dir: Path, checkpoint: Path, resume: bool) -> list[str]:
@@ -128,8 +113,10 @@ def wait_for_new_checkpoint(proc: subprocess.Popen, checkpoint: Path, limit: flo
         time.sleep(0.002)
 
 
-def test_kill_9_and_resume_is_bit_exact(tmp_path):
-    data_dir = write_tiny_mnist(tmp_path / "mnist")
+def test_kill_9_and_resume_is_bit_exact(tmp_path, write_blob_mnist):
+    (tmp_path / "mnist").mkdir()
+    sizes = {"train": N_TRAIN, "t10k": N_TEST}
+    data_dir = write_blob_mnist(tmp_path / "mnist", sizes, noise=60, brightness=180)
     env = environment()
 
     # 1. The unbroken reference run.
