@@ -119,31 +119,43 @@ def test_to_moves_between_namespaces(backend):
     np.testing.assert_array_equal(model.state_dict()["0.weight"], before)
 
 
-def test_relu_then_maxpool_runs_reordered():
-    from xcnn.nn.containers import _run_order
+def test_maxpool_and_a_neighbouring_relu_run_as_one_step():
+    from xcnn.nn.containers import _PoolReLU, _run_order
 
     relu, pool, conv = nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(1, 1, 1)
-    assert _run_order([conv, relu, pool, relu]) == [conv, pool, relu, relu]
-    assert _run_order([relu, pool, pool]) == [pool, pool, relu]
-    leaky = nn.LeakyReLU(-0.5)  # not monotone for a negative slope: never reordered
+
+    def shown(steps):
+        return [("fused", s.pool) if isinstance(s, _PoolReLU) else s for s in steps]
+
+    assert shown(_run_order([conv, relu, pool, relu])) == [conv, ("fused", pool), relu]
+    assert shown(_run_order([conv, pool, relu])) == [conv, ("fused", pool)]
+    assert shown(_run_order([relu, pool, pool])) == [("fused", pool), pool]
+    leaky = nn.LeakyReLU(-0.5)  # not monotone for a negative slope: never fused
     assert _run_order([leaky, pool]) == [leaky, pool]
+    assert _run_order([pool, nn.AvgPool2d(2), relu])[0] is pool
 
 
+@pytest.mark.parametrize("relu_first", [True, False], ids=["relu-pool", "pool-relu"])
 @pytest.mark.parametrize("pool_args", [(2,), (3, 2, 1), ((2, 3), 1)], ids=str)
-def test_reordered_relu_and_maxpool_equal_the_declared_order_exactly(backend, rng, pool_args):
+def test_fused_relu_and_maxpool_equal_the_declared_order_exactly(
+    backend, rng, pool_args, relu_first
+):
     """Values and gradients, with all-negative windows, ties at zero and exact ties."""
     x = rng.standard_normal((3, 2, 7, 8)).round(1)  # rounding makes ties
     x[0, 0] = -np.abs(x[0, 0])  # windows whose maximum is negative
     x[1, 1, :4, :4] = 0.0  # windows of zeros
     x = backend.asarray(x, dtype="float64")
-    model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(*pool_args))
     relu, pool = nn.ReLU(), nn.MaxPool2d(*pool_args)
+    if relu_first:
+        model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(*pool_args))
+        reference = pool(relu(x))
+    else:
+        model = nn.Sequential(nn.MaxPool2d(*pool_args), nn.ReLU())
+        reference = relu(pool(x))
     y = model(x)
-    reference = pool(relu(x))
     np.testing.assert_array_equal(backend.to_numpy(y), backend.to_numpy(reference))
     gy = backend.asarray(rng.standard_normal(tuple(y.shape)), dtype="float64")
-    np.testing.assert_array_equal(
-        backend.to_numpy(model.backward(gy)), backend.to_numpy(relu.backward(pool.backward(gy)))
-    )
+    expected = relu.backward(pool.backward(gy)) if relu_first else pool.backward(relu.backward(gy))
+    np.testing.assert_array_equal(backend.to_numpy(model.backward(gy)), backend.to_numpy(expected))
     model.eval()
     np.testing.assert_array_equal(backend.to_numpy(model(x)), backend.to_numpy(reference))

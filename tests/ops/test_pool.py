@@ -14,6 +14,8 @@ from xcnn.ops import (
     avg_pool2d_backward,
     max_pool2d,
     max_pool2d_backward,
+    relu,
+    relu_backward,
     standard_only,
 )
 from xcnn.testing import gradcheck
@@ -415,3 +417,49 @@ def test_max_pool2d_without_indices_returns_fresh_arrays(rng):
     kept = first.copy()
     max_pool2d(x * 2, 2, return_indices=False)
     np.testing.assert_array_equal(first, kept)
+
+
+def _fused_pool_relu(x, gy, shape, args):
+    y, indices = max_pool2d(x, *args, relu=True)
+    values = max_pool2d(x, *args, return_indices=False, relu=True)
+    gx = max_pool2d_backward(gy, indices, shape, *args, relu_output=y)
+    return y, indices, values, gx
+
+
+def test_max_pool2d_with_relu_equals_the_pool_then_relu(backend):
+    """relu=True and relu_output= give exactly relu(max_pool2d) and its gradient, on every
+    namespace and, on NumPy, from the fast path and its twin: with negative, zero and NaN
+    windows, ties, both index paths and the inference path."""
+    rng = np.random.default_rng(11)
+    for config in sweep(backend, count_numpy=30, count_other=8, seed=11):
+        host = rng.standard_normal(config["shape"]).astype(np.float32)
+        host[..., ::3] = np.round(host[..., ::3])  # ties, and zeros
+        host[:, :1] = -np.abs(host[:, :1])  # windows whose maximum is not positive
+        if rng.random() < 0.3:
+            host.flat[int(rng.integers(host.size))] = np.nan
+        x = backend.asarray(host)
+        shape, args = config["shape"], (config["kernel"], config["stride"], config["padding"])
+        plain, indices = max_pool2d(x, *args)
+        gy = backend.asarray(rng.standard_normal(tuple(plain.shape)).astype(np.float32))
+        expected = backend.to_numpy(relu(plain))
+        expected_gx = backend.to_numpy(
+            max_pool2d_backward(relu_backward(gy, plain), indices, shape, *args)
+        )
+
+        results = [_fused_pool_relu(x, gy, shape, args)]
+        with standard_only():
+            results.append(_fused_pool_relu(x, gy, shape, args))
+        for y, fused_indices, values, gx in results:
+            np.testing.assert_array_equal(backend.to_numpy(y), expected)
+            np.testing.assert_array_equal(backend.to_numpy(values), expected)
+            np.testing.assert_array_equal(
+                backend.to_numpy(fused_indices), backend.to_numpy(indices)
+            )
+            np.testing.assert_array_equal(backend.to_numpy(gx), expected_gx)
+
+
+def test_relu_output_of_the_wrong_shape_raises(backend):
+    xp = backend.xp
+    y, indices = max_pool2d(xp.zeros((2, 3, 6, 6), dtype=xp.float32), 2, relu=True)
+    with pytest.raises(ValueError, match=r"relu_output has shape \(1, 3, 3, 3\), expected"):
+        max_pool2d_backward(y, indices, (2, 3, 6, 6), 2, relu_output=y[:1, ...])

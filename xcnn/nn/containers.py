@@ -5,12 +5,13 @@ Backward runs the chain in reverse::
     Sequential:  y = f_n(...f_1(x))          gx = f_1'(...f_n'(gy))
     Residual:    y = block(x) + s(x)         gx = block'(gy) + s'(gy)   (s = identity: gy)
 
-One reordering, exact in value and in gradient: ``Sequential`` runs a ``ReLU``
-that is directly followed by a ``MaxPool2d`` *after* the pool. ReLU is monotone, so
-``maxpool(relu(x)) == relu(maxpool(x))``; the first maximum of a window is the same
-element in ``x`` and in ``relu(x)`` whenever the window's maximum is positive, and
-when it is not, both orders give the window a zero gradient. Run after the pool,
-the ReLU touches a quarter of the data (2x2 pooling), forward and backward.
+One fusion, exact in value and in gradient: ``Sequential`` runs a ``MaxPool2d``
+and a ``ReLU`` directly before or after it as one op, ``max_pool2d(..., relu=True)``.
+ReLU is monotone, so ``maxpool(relu(x)) == relu(maxpool(x))``; the first maximum of
+a window is the same element in ``x`` and in ``relu(x)`` whenever the window's
+maximum is positive, and when it is not, both orders give the window a zero
+gradient. Fused, the ReLU touches only the pooled output (a quarter of the data
+for 2x2 pooling), forward and backward, inside the pool's own pass over it.
 """
 
 from __future__ import annotations
@@ -23,13 +24,35 @@ from xcnn.nn.module import Module
 from xcnn.nn.pool import MaxPool2d
 
 
-def _run_order(modules: Iterable[Module]) -> list[Module]:
-    """``modules`` with each ``ReLU`` that directly precedes a ``MaxPool2d`` moved after it."""
+class _PoolReLU:
+    """A ``MaxPool2d`` and its neighbouring ``ReLU``, run as one step (see the top of this file)."""
+
+    def __init__(self, pool: MaxPool2d):
+        self.pool = pool
+
+    def __call__(self, x: Any) -> Any:
+        return self.pool._pool(x, relu=True)
+
+    def backward(self, grad_output: Any) -> Any:
+        return self.pool.backward(grad_output)
+
+
+def _run_order(modules: Iterable[Module]) -> list[Module | _PoolReLU]:
+    """The steps that run ``modules``: each ``MaxPool2d`` with a ``ReLU`` right before
+    or after it becomes one fused step, every other module a step of its own."""
     order = list(modules)
-    for i in range(len(order) - 1):
-        if type(order[i]) is ReLU and type(order[i + 1]) is MaxPool2d:
-            order[i], order[i + 1] = order[i + 1], order[i]
-    return order
+    steps: list[Module | _PoolReLU] = []
+    i = 0
+    while i < len(order):
+        pair = {type(m) for m in order[i : i + 2]}
+        if pair == {ReLU, MaxPool2d} and i + 1 < len(order):
+            pool = order[i] if type(order[i]) is MaxPool2d else order[i + 1]
+            steps.append(_PoolReLU(pool))
+            i += 2
+        else:
+            steps.append(order[i])
+            i += 1
+    return steps
 
 
 class Sequential(Module):
@@ -74,8 +97,8 @@ class Sequential(Module):
             ) from None
 
     def forward(self, x: Any) -> Any:
-        # The same layers, with ReLU -> MaxPool2d run as MaxPool2d -> ReLU (see the top
-        # of this file); backward walks this order in reverse.
+        # The same layers, with MaxPool2d and a neighbouring ReLU as one step (see the
+        # top of this file); backward walks the same steps in reverse.
         for module in _run_order(self._modules.values()):
             x = module(x)
         return x

@@ -102,22 +102,34 @@ class MaxPool2d(_Pool2d):
     """
 
     def forward(self, x: Any) -> Any:
+        return self._pool(x, relu=False)
+
+    def _pool(self, x: Any, relu: bool) -> Any:
+        """Forward, with ``relu=True`` also the ReLU that ``Sequential`` fuses into it."""
         _check_input(self._label(), x)
         shape = tuple(x.shape)
         self._geometry(shape)
         if not self.training:  # nothing to route a gradient to: skip the argmax
             return F.max_pool2d(
-                x, self.kernel_size, self.stride, self.padding, return_indices=False
+                x, self.kernel_size, self.stride, self.padding, return_indices=False, relu=relu
             )
-        y, indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
-        self._cache = (indices, shape)
+        y, indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, relu=relu)
+        # The fused ReLU's backward needs its output's sign; y is the next layer's input
+        # anyway, so keeping it costs no memory.
+        self._cache = (indices, shape, y if relu else None)
         return y
 
     def backward(self, grad_output: Any) -> Any:
-        indices, shape = self._require_cache()
+        indices, shape, relu_output = self._require_cache()
         _check_grad(self._label(), grad_output, tuple(indices.shape))
         gx = F.max_pool2d_backward(
-            grad_output, indices, shape, self.kernel_size, self.stride, self.padding
+            grad_output,
+            indices,
+            shape,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            relu_output=relu_output,
         )
         self._cache = None
         return gx

@@ -17,6 +17,11 @@ buffers (``_recycle``) that no live array uses.
 Backward writes each offset's masked gradient straight into its slice when windows
 do not overlap (every input pixel belongs to at most one window) and accumulates
 otherwise.
+
+``relu=True`` (a ReLU fused after the pool) clamps each thread's output right after
+its last maximum, while it is in cache; backward then zeroes the gradient of the
+windows whose output is not positive before routing it, as ``relu_backward`` does
+(``gy * [y > 0]``, bit for bit).
 """
 
 from __future__ import annotations
@@ -27,11 +32,11 @@ from xcnn.ops import _recycle, _threads
 from xcnn.ops.pool import PoolGeometry, index_dtype, window_index
 
 
-def max_pool2d(x: np.ndarray, g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
+def max_pool2d(x: np.ndarray, g: PoolGeometry, relu: bool) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling with argmax window offsets, see ``xcnn.ops.pool.max_pool2d``."""
     n, c, h, w = x.shape
     if (g.sh, g.sw) == (g.kh, g.kw) and g.ph == 0 and g.pw == 0:
-        return _max_pool_tiled(x, g)
+        return _max_pool_tiled(x, g, relu)
     x_pad = x
     if g.ph or g.pw:
         x_pad = np.full((n, c, h + 2 * g.ph, w + 2 * g.pw), np.finfo(x.dtype).min, dtype=x.dtype)
@@ -49,10 +54,12 @@ def max_pool2d(x: np.ndarray, g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
         np.multiply(better.view(np.int8), indices.dtype.type(k), out=scaled)
         np.maximum(indices, scaled, out=indices)
         np.maximum(y, v, out=y)
+    if relu:
+        np.maximum(y, x.dtype.type(0), out=y)
     return y, indices
 
 
-def max_pool2d_values(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
+def max_pool2d_values(x: np.ndarray, g: PoolGeometry, relu: bool) -> np.ndarray:
     """Max pooling without the argmax (inference), see ``xcnn.ops.pool.max_pool2d``."""
     n, c, h, w = x.shape
     if (g.sh, g.sw) == (g.kh, g.kw) and g.ph == 0 and g.pw == 0:
@@ -65,6 +72,8 @@ def max_pool2d_values(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
             np.copyto(values, planes[0])
             for k in range(1, kh * kw):
                 np.maximum(values, planes[k], out=values)
+            if relu:
+                np.maximum(values, x.dtype.type(0), out=values)
 
         _threads.map_batch(run, n, item_size=2 * c * oh * kh * ow * kw)
         return y
@@ -76,6 +85,8 @@ def max_pool2d_values(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     np.copyto(y, x_pad[window_index(0, 0, g)])
     for k in range(1, g.kh * g.kw):
         np.maximum(y, x_pad[window_index(k // g.kw, k % g.kw, g)], out=y)
+    if relu:
+        np.maximum(y, x.dtype.type(0), out=y)
     return y
 
 
@@ -96,7 +107,7 @@ def _planes(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     return planes.reshape(kh * kw, -1)
 
 
-def _max_pool_tiled(x: np.ndarray, g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
+def _max_pool_tiled(x: np.ndarray, g: PoolGeometry, relu: bool) -> tuple[np.ndarray, np.ndarray]:
     """Windows that tile the input (stride == kernel, no padding): the twin's loop on planes."""
     n, c = x.shape[0], x.shape[1]
     kh, kw, oh, ow = g.kh, g.kw, g.oh, g.ow
@@ -111,6 +122,8 @@ def _max_pool_tiled(x: np.ndarray, g: PoolGeometry) -> tuple[np.ndarray, np.ndar
         if kh * kw == 1:
             np.copyto(values, planes[0])
             argmax.fill(0)
+            if relu:
+                np.maximum(values, x.dtype.type(0), out=values)
             return
         better = _recycle.scratch("better", (size,), np.bool_)
         scaled = _recycle.scratch("scaled", (size,), argmax.dtype)
@@ -125,13 +138,19 @@ def _max_pool_tiled(x: np.ndarray, g: PoolGeometry) -> tuple[np.ndarray, np.ndar
             np.multiply(better.view(np.int8), argmax.dtype.type(k), out=scaled)
             np.maximum(argmax, scaled, out=argmax)
             np.maximum(values, v, out=values)
+        if relu:
+            np.maximum(values, x.dtype.type(0), out=values)
 
     _threads.map_batch(run, n, item_size=2 * c * oh * kh * ow * kw)
     return y, indices
 
 
 def max_pool2d_backward(
-    gy: np.ndarray, indices: np.ndarray, input_shape: tuple[int, ...], g: PoolGeometry
+    gy: np.ndarray,
+    indices: np.ndarray,
+    input_shape: tuple[int, ...],
+    g: PoolGeometry,
+    relu_output: np.ndarray | None,
 ) -> np.ndarray:
     """Route each window's gradient to its argmax, see ``xcnn.ops.pool.max_pool2d_backward``."""
     n, c, h, w = input_shape
@@ -146,6 +165,9 @@ def max_pool2d_backward(
     def run(first: int, last: int) -> None:
         grad, argmax, out = gy[first:last], indices[first:last], gx_pad[first:last]
         mask = _recycle.scratch("mask", grad.shape, np.bool_)
+        if relu_output is not None:
+            np.greater(relu_output[first:last], 0, out=mask)
+            grad = np.multiply(grad, mask, out=_recycle.scratch("relu grad", grad.shape, gy.dtype))
         scratch = _recycle.scratch("accumulate", grad.shape, gy.dtype) if overlap else None
         for k in range(g.kh * g.kw):
             region = out[window_index(k // g.kw, k % g.kw, g)]

@@ -56,6 +56,7 @@ from array_api_compat import device
 
 from xcnn import backends
 from xcnn.backends import array_namespace
+from xcnn.ops import activation
 from xcnn.ops._dispatch import fast_path
 from xcnn.ops._shapes import output_size, pair
 
@@ -189,6 +190,7 @@ def max_pool2d(
     padding: int | tuple[int, int] = 0,
     *,
     return_indices: bool = True,
+    relu: bool = False,
 ) -> Any:
     """2-D max pooling; returns the output and the argmax of each window.
 
@@ -204,6 +206,12 @@ def max_pool2d(
     return_indices : bool, default True
         ``False`` returns ``y`` alone and skips the argmax (inference needs no
         backward, and the comparisons are most of the work).
+    relu : bool, default False
+        ``True`` returns ``relu(y)``: a ReLU after the pool, or equally before it
+        (ReLU is monotone, so ``max(relu(x)) == relu(max(x))``, and the first maximum
+        of a window is the same element whenever the maximum is positive). The
+        NumPy path applies it while each thread's output is still in cache. Pass
+        the result as ``relu_output`` to :func:`max_pool2d_backward`.
 
     Returns
     -------
@@ -229,25 +237,23 @@ def max_pool2d(
     g = pool_geometry("max_pool2d", tuple(x.shape), kernel_size, stride, padding)
     _check_float("max_pool2d", xp, x)
     path = fast_path(xp)
-    if not return_indices:
-        if path == "numpy":
-            from xcnn.ops import _pool_numpy
-
-            return _pool_numpy.max_pool2d_values(x, g)
-        if path == "cupy":
-            from xcnn.ops import _pool_cupy
-
-            return _pool_cupy.max_pool2d(x, g)[0]
-        return _max_pool2d_values_standard(xp, x, g)
     if path == "numpy":
         from xcnn.ops import _pool_numpy
 
-        return _pool_numpy.max_pool2d(x, g)
+        if not return_indices:
+            return _pool_numpy.max_pool2d_values(x, g, relu)
+        return _pool_numpy.max_pool2d(x, g, relu)
     if path == "cupy":
         from xcnn.ops import _pool_cupy
 
-        return _pool_cupy.max_pool2d(x, g)
-    return _max_pool2d_standard(xp, x, g)
+        y, indices = _pool_cupy.max_pool2d(x, g)
+    elif not return_indices:
+        y, indices = _max_pool2d_values_standard(xp, x, g), None
+    else:
+        y, indices = _max_pool2d_standard(xp, x, g)
+    if relu:
+        y = activation.relu(y)
+    return (y, indices) if return_indices else y
 
 
 def max_pool2d_backward(
@@ -257,6 +263,8 @@ def max_pool2d_backward(
     kernel_size: int | tuple[int, int],
     stride: int | tuple[int, int] | None = None,
     padding: int | tuple[int, int] = 0,
+    *,
+    relu_output: Any = None,
 ) -> Any:
     """Gradient of :func:`max_pool2d` w.r.t. its input: each window's gradient goes to its argmax.
 
@@ -269,6 +277,9 @@ def max_pool2d_backward(
         ``(N, C, H, W)`` of the forward input.
     kernel_size, stride, padding
         As given to :func:`max_pool2d`.
+    relu_output : array, shape (N, C, OH, OW), optional
+        The ``y`` of ``max_pool2d(..., relu=True)``: the ReLU's backward is applied
+        first, so windows whose output is not positive pass no gradient.
 
     Returns
     -------
@@ -285,12 +296,19 @@ def max_pool2d_backward(
             f"{label}: indices have shape {tuple(indices.shape)}, expected the shape of "
             f"grad_output {tuple(grad_output.shape)}"
         )
+    if relu_output is not None and tuple(relu_output.shape) != tuple(grad_output.shape):
+        raise ValueError(
+            f"{label}: relu_output has shape {tuple(relu_output.shape)}, expected the shape "
+            f"of grad_output {tuple(grad_output.shape)}"
+        )
     shape = tuple(int(s) for s in input_shape)
     path = fast_path(xp)
     if path == "numpy":
         from xcnn.ops import _pool_numpy
 
-        return _pool_numpy.max_pool2d_backward(grad_output, indices, shape, g)
+        return _pool_numpy.max_pool2d_backward(grad_output, indices, shape, g, relu_output)
+    if relu_output is not None:
+        grad_output = activation.relu_backward(grad_output, relu_output)
     if path == "cupy":
         from xcnn.ops import _pool_cupy
 
