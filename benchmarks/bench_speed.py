@@ -246,10 +246,38 @@ def machine_description(backend, device) -> str:
                     break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, threads: torch {torch.get_num_threads()}, "
+        f"xcnn {xcnn.get_num_threads()}"
+    )
 
 
-def write_markdown(path: Path, rows, memory, backend, device, rounds: int) -> None:
+def stolen_seconds() -> float | None:
+    """CPU time the hypervisor has given to other guests so far (Linux ``/proc/stat``).
+
+    On a shared virtual machine, time stolen during a run slows both frameworks but
+    not alike (xcnn's threads hand the GIL to each other, so a descheduled thread
+    can stall both), which is why each run reports it.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def steal_note(stolen: float | None, seconds: float) -> str:
+    if stolen is None:
+        return ""
+    share = stolen / (seconds * (os.cpu_count() or 1))
+    return (
+        f"CPU time stolen by the hypervisor during the run: {stolen:.0f} s, "
+        f"{share:.0%} of all cores' time."
+    )
+
+
+def write_markdown(path: Path, rows, memory, backend, device, rounds: int, steal: str = "") -> None:
     versions = f"xcnn {xcnn.__version__}, NumPy {np.__version__}, PyTorch {torch.__version__}"
     if backend.name == "cupy":
         import cupy
@@ -282,6 +310,8 @@ def write_markdown(path: Path, rows, memory, backend, device, rounds: int) -> No
             f"(ratio {x_peak / t_peak:.2f}x); added by the loop itself over the set-up "
             f"process: xcnn {x_loop:.0f} MiB, PyTorch {t_loop:.0f} MiB.",
         ]
+    if steal:
+        lines += ["", steal]
     section = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = path.read_text() if path.exists() else "# Benchmarks\n\n"
@@ -298,7 +328,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="CPU threads of each framework"
+    )
     parser.add_argument("--skip-epoch", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument(
@@ -314,9 +346,19 @@ def main() -> int:
     backend = backends.current()
     device = "cuda" if backend.name == "cupy" else "cpu"
     torch.set_num_threads(args.threads)
+    xcnn.set_num_threads(args.threads)
     print(f"xcnn on {backend.name} vs torch on {device}; {machine_description(backend, device)}")
+    start, stolen_before = time.perf_counter(), stolen_seconds()
+
+    def steal() -> str:
+        stolen_after = stolen_seconds()
+        if stolen_before is None or stolen_after is None:
+            return ""
+        return steal_note(stolen_after - stolen_before, time.perf_counter() - start)
+
     rows = bench_steps(backend, device, args.rounds, args.only)
     if args.only:
+        print(steal())
         return 0
     if not args.skip_epoch:
         rows += bench_epoch(backend, device, args.data_dir, max(3, args.rounds // 2))
@@ -328,7 +370,9 @@ def main() -> int:
             f"xcnn {memory[0][0]:.0f} / {memory[0][1]:.0f}, "
             f"torch {memory[1][0]:.0f} / {memory[1][1]:.0f}"
         )
-    write_markdown(args.out, rows, memory, backend, device, args.rounds)
+    note = steal()
+    print(note)
+    write_markdown(args.out, rows, memory, backend, device, args.rounds, note)
     print(f"wrote {args.out}")
     print(json.dumps(rows))
     return 0
