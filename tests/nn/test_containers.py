@@ -119,20 +119,43 @@ def test_to_moves_between_namespaces(backend):
     np.testing.assert_array_equal(model.state_dict()["0.weight"], before)
 
 
-def test_maxpool_and_a_neighbouring_relu_run_as_one_step():
-    from xcnn.nn.containers import _PoolReLU, _run_order
+def test_a_relu_fuses_into_the_linear_before_it_or_a_neighbouring_maxpool():
+    from xcnn.nn.containers import _run_order, _WithReLU
 
-    relu, pool, conv = nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(1, 1, 1)
+    relu, pool, conv, fc = nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(1, 1, 1), nn.Linear(2, 2)
 
     def shown(steps):
-        return [("fused", s.pool) if isinstance(s, _PoolReLU) else s for s in steps]
+        return [("fused", s.layer) if isinstance(s, _WithReLU) else s for s in steps]
 
     assert shown(_run_order([conv, relu, pool, relu])) == [conv, ("fused", pool), relu]
     assert shown(_run_order([conv, pool, relu])) == [conv, ("fused", pool)]
     assert shown(_run_order([relu, pool, pool])) == [("fused", pool), pool]
+    assert shown(_run_order([fc, relu, fc, relu, fc])) == [("fused", fc), ("fused", fc), fc]
+    assert _run_order([relu, fc]) == [relu, fc]  # a ReLU before a Linear does not commute
+    assert _run_order([conv, relu]) == [conv, relu]
     leaky = nn.LeakyReLU(-0.5)  # not monotone for a negative slope: never fused
     assert _run_order([leaky, pool]) == [leaky, pool]
+    assert _run_order([fc, leaky]) == [fc, leaky]
     assert _run_order([pool, nn.AvgPool2d(2), relu])[0] is pool
+
+
+def test_fused_linear_and_relu_equal_the_two_layers_exactly(backend, rng):
+    fc1, fc2 = nn.Linear(6, 5, rng=1, dtype="float64"), nn.Linear(5, 3, rng=2, dtype="float64")
+    model = nn.Sequential(fc1, nn.ReLU(), fc2, nn.ReLU())
+    model.to(backend.name)
+    x = backend.asarray(rng.standard_normal((4, 6)), dtype="float64")
+    gy = backend.asarray(rng.standard_normal((4, 3)), dtype="float64")
+    y, gx = model(x), model.backward(gy)
+    fused_grads = [backend.to_numpy(p.grad) for p in model.parameters()]
+    model.zero_grad()
+    relu1, relu2 = nn.ReLU(), nn.ReLU()
+    reference = relu2(fc2(relu1(fc1(x))))
+    reference_gx = fc1.backward(relu1.backward(fc2.backward(relu2.backward(gy))))
+    np.testing.assert_array_equal(backend.to_numpy(y), backend.to_numpy(reference))
+    np.testing.assert_array_equal(backend.to_numpy(gx), backend.to_numpy(reference_gx))
+    for fused, p in zip(fused_grads, model.parameters(), strict=True):
+        np.testing.assert_array_equal(fused, backend.to_numpy(p.grad))
+    assert 0 < float(np.mean(backend.to_numpy(y) > 0)) < 1  # some outputs were clamped
 
 
 @pytest.mark.parametrize("relu_first", [True, False], ids=["relu-pool", "pool-relu"])

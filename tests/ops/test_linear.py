@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -169,3 +171,35 @@ def test_fast_path_equals_standard_twin(backend, rng, leading):
     for ours, reference in zip(fast, twin, strict=True):
         assert tuple(ours.shape) == tuple(reference.shape) and ours.dtype == reference.dtype
         np.testing.assert_allclose(_host(backend, ours), _host(backend, reference), rtol=1e-6)
+
+
+@pytest.mark.parametrize("leading", [(6,), (2, 3), ()], ids=["2d", "3d", "1d"])
+def test_fused_relu_equals_linear_then_relu(backend, rng, leading):
+    """relu=True / relu_output= give exactly relu(linear) and its gradients, from the
+    fast path and its twin, with outputs that are negative, zero and NaN."""
+    from xcnn.ops import relu, relu_backward, standard_only
+
+    x = rng.standard_normal((*leading, 7))
+    x[..., 0] = np.nan if leading == (6,) else x[..., 0]  # NaN rows stay NaN
+    x = backend.asarray(x, dtype="float32")
+    w_host = rng.standard_normal((5, 7))
+    w_host[0] = 0.0  # with its zero bias, output 0 is exactly 0: it passes no gradient
+    w = backend.asarray(w_host, dtype="float32")
+    b = backend.asarray(np.array([0.0, -50.0, 50.0, 0.5, -0.5]), dtype="float32")
+    gy = backend.asarray(rng.standard_normal((*leading, 5)), dtype="float32")
+    plain = linear(x, w, b)
+    expected = (relu(plain), *linear_backward(relu_backward(gy, plain), x, w))
+    expected = [_host(backend, a) for a in expected]
+    for twin in (False, True):
+        with standard_only() if twin else contextlib.nullcontext():
+            y = linear(x, w, b, relu=True)
+            got = (y, *linear_backward(gy, x, w, relu_output=y))
+        for ours, reference in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(_host(backend, ours), reference)
+
+
+def test_relu_output_of_the_wrong_shape_raises(backend, rng):
+    x, w, b = _arrays(backend, rng, (4,), 3, 2)
+    y = linear(x, w, b, relu=True)
+    with pytest.raises(ValueError, match=r"relu_output of shape \(4, 2\).*got shape \(3, 2\)"):
+        linear_backward(y, x, w, relu_output=y[:3, ...])

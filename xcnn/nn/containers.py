@@ -5,13 +5,16 @@ Backward runs the chain in reverse::
     Sequential:  y = f_n(...f_1(x))          gx = f_1'(...f_n'(gy))
     Residual:    y = block(x) + s(x)         gx = block'(gy) + s'(gy)   (s = identity: gy)
 
-One fusion, exact in value and in gradient: ``Sequential`` runs a ``MaxPool2d``
-and a ``ReLU`` directly before or after it as one op, ``max_pool2d(..., relu=True)``.
-ReLU is monotone, so ``maxpool(relu(x)) == relu(maxpool(x))``; the first maximum of
-a window is the same element in ``x`` and in ``relu(x)`` whenever the window's
-maximum is positive, and when it is not, both orders give the window a zero
-gradient. Fused, the ReLU touches only the pooled output (a quarter of the data
-for 2x2 pooling), forward and backward, inside the pool's own pass over it.
+Two fusions, exact in value and in gradient, run a layer and the ``ReLU`` next to
+it as one step: ``Linear`` then ``ReLU`` (``linear(..., relu=True)``), and
+``MaxPool2d`` with a ``ReLU`` directly before or after it (``max_pool2d(...,
+relu=True)``). The layer clamps its own output while it is in cache, and keeps it
+to mask the gradient in backward, so the ReLU costs no pass of its own and no
+module call. For the pool, the order does not matter: ReLU is monotone, so
+``maxpool(relu(x)) == relu(maxpool(x))``; the first maximum of a window is the same
+element in ``x`` and in ``relu(x)`` whenever the window's maximum is positive, and
+when it is not, both orders give the window a zero gradient. Run after the pool,
+the ReLU touches a quarter of the data (2x2 pooling).
 """
 
 from __future__ import annotations
@@ -20,34 +23,44 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from xcnn.nn.activation import ReLU
+from xcnn.nn.linear import Linear
 from xcnn.nn.module import Module
 from xcnn.nn.pool import MaxPool2d
 
 
-class _PoolReLU:
-    """A ``MaxPool2d`` and its neighbouring ``ReLU``, run as one step (see the top of this file)."""
+class _WithReLU:
+    """A ``Linear`` or ``MaxPool2d`` and its neighbouring ``ReLU``, run as one step."""
 
-    def __init__(self, pool: MaxPool2d):
-        self.pool = pool
+    def __init__(self, layer: Linear | MaxPool2d):
+        self.layer = layer
 
     def __call__(self, x: Any) -> Any:
-        return self.pool._pool(x, relu=True)
+        return self.layer._forward(x, relu=True)
 
     def backward(self, grad_output: Any) -> Any:
-        return self.pool.backward(grad_output)
+        return self.layer.backward(grad_output)
 
 
-def _run_order(modules: Iterable[Module]) -> list[Module | _PoolReLU]:
-    """The steps that run ``modules``: each ``MaxPool2d`` with a ``ReLU`` right before
-    or after it becomes one fused step, every other module a step of its own."""
+def _fused_layer(first: Module, second: Module | None) -> Linear | MaxPool2d | None:
+    """The layer that takes in the ReLU of the pair ``first, second``, if they fuse."""
+    kinds = (type(first), type(second))
+    if kinds in ((Linear, ReLU), (MaxPool2d, ReLU)):
+        return first
+    if kinds == (ReLU, MaxPool2d):
+        return second
+    return None
+
+
+def _run_order(modules: Iterable[Module]) -> list[Module | _WithReLU]:
+    """The steps that run ``modules``: a layer fused with its ReLU (see the top of this
+    file) is one step, every other module a step of its own."""
     order = list(modules)
-    steps: list[Module | _PoolReLU] = []
+    steps: list[Module | _WithReLU] = []
     i = 0
     while i < len(order):
-        pair = {type(m) for m in order[i : i + 2]}
-        if pair == {ReLU, MaxPool2d} and i + 1 < len(order):
-            pool = order[i] if type(order[i]) is MaxPool2d else order[i + 1]
-            steps.append(_PoolReLU(pool))
+        layer = _fused_layer(order[i], order[i + 1] if i + 1 < len(order) else None)
+        if layer is not None:
+            steps.append(_WithReLU(layer))
             i += 2
         else:
             steps.append(order[i])
@@ -97,8 +110,8 @@ class Sequential(Module):
             ) from None
 
     def forward(self, x: Any) -> Any:
-        # The same layers, with MaxPool2d and a neighbouring ReLU as one step (see the
-        # top of this file); backward walks the same steps in reverse.
+        # The same layers, each ReLU that fuses into its neighbour run inside it (see
+        # the top of this file); backward walks the same steps in reverse.
         for module in _run_order(self._modules.values()):
             x = module(x)
         return x

@@ -75,23 +75,31 @@ class Linear(Module):
         return text if self.bias is not None else f"{text}, bias=False"
 
     def forward(self, x: Any) -> Any:
+        return self._forward(x, relu=False)
+
+    def _forward(self, x: Any, relu: bool) -> Any:
+        """Forward, with ``relu=True`` also the ReLU that ``Sequential`` fuses into it."""
         self._check_backend(x)
         bias = None if self.bias is None else self.bias.data
         _check_linear(x, self.weight.data, bias, self._label())
-        y = _linear(x, self.weight.data, bias)
+        y = _linear(x, self.weight.data, bias, relu)
         if self.training:
-            self._cache = x
+            # The fused ReLU's backward needs its output's sign; y is the next layer's
+            # input anyway, so keeping it costs no memory.
+            self._cache = (x, y if relu else None)
         return y
 
     def backward(self, grad_output: Any) -> Any:
-        x = self._require_cache()
+        x, relu_output = self._require_cache()
         expected = (*tuple(x.shape[:-1]), self.out_features)
         if tuple(grad_output.shape) != expected:
             raise ValueError(
                 f"{self._label()}: expected a gradient of the output's shape {expected}, "
                 f"got shape {tuple(grad_output.shape)}"
             )
-        gx, gw, gb = _linear_backward(grad_output, x, self.weight.data, self.bias is not None)
+        gx, gw, gb = _linear_backward(
+            grad_output, x, self.weight.data, self.bias is not None, relu_output
+        )
         self.weight.accumulate(gw)
         if self.bias is not None:
             self.bias.accumulate(gb)

@@ -102,9 +102,9 @@ class MaxPool2d(_Pool2d):
     """
 
     def forward(self, x: Any) -> Any:
-        return self._pool(x, relu=False)
+        return self._forward(x, relu=False)
 
-    def _pool(self, x: Any, relu: bool) -> Any:
+    def _forward(self, x: Any, relu: bool) -> Any:
         """Forward, with ``relu=True`` also the ReLU that ``Sequential`` fuses into it."""
         _check_input(self._label(), x)
         shape = tuple(x.shape)

@@ -27,8 +27,8 @@ def _work(x2: np.ndarray, weight: np.ndarray) -> int:
     return x2.shape[0] * weight.shape[1] // 32
 
 
-def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    """``x W^T + b``."""
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, relu: bool) -> np.ndarray:
+    """``x W^T + b``, clamped at 0 with ``relu``."""
     x2 = _rows(x)
     out_features = weight.shape[0]
     y2 = _recycle.empty((x2.shape[0], out_features), x.dtype)
@@ -38,15 +38,24 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.nda
         np.matmul(x2, weight[start:stop].T, out=out)
         if bias is not None:
             out += bias[start:stop]
+        if relu:
+            np.maximum(out, x.dtype.type(0), out=out)
 
     _threads.map_batch(run, out_features, item_size=_work(x2, weight), blas=True)
     return y2.reshape(*x.shape[:-1], out_features)
 
 
 def linear_backward(
-    gy: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: bool
+    gy: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: bool,
+    relu_output: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(gx, gW, gb)``."""
+    """``(gx, gW, gb)``; ``gy`` masked by ``relu_output > 0`` first when given."""
+    if relu_output is not None:
+        # float * bool multiplies by exactly 1.0 or 0.0, as relu_backward does.
+        gy = np.multiply(gy, relu_output > 0)
     x2, gy2 = _rows(x), _rows(gy)
     out_features, in_features = weight.shape
     gx2 = _recycle.empty(x2.shape, x.dtype)

@@ -18,6 +18,7 @@ from typing import Any
 
 from xcnn import backends
 from xcnn.backends import array_namespace
+from xcnn.ops import activation
 from xcnn.ops._dispatch import fast_path
 
 __all__ = ["linear", "linear_backward"]
@@ -60,7 +61,7 @@ def _check_linear(x: Any, weight: Any, bias: Any, who: str) -> None:
             )
 
 
-def linear(x: Any, weight: Any, bias: Any = None) -> Any:
+def linear(x: Any, weight: Any, bias: Any = None, *, relu: bool = False) -> Any:
     """Apply ``y = x W^T + b``.
 
     Parameters
@@ -70,6 +71,10 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Any:
     weight : array, shape (out, in)
         PyTorch's layout.
     bias : array, shape (out,), optional
+    relu : bool, default False
+        ``True`` returns ``relu(y)``, a ReLU fused after the layer (the NumPy path
+        clamps each thread's block of ``y`` while it is in cache). Pass the result as
+        ``relu_output`` to :func:`linear_backward`.
 
     Returns
     -------
@@ -87,23 +92,23 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Any:
            [1.5, 1.5, 1.5, 1.5]], dtype=float32)
     """
     _check_linear(x, weight, bias, "linear")
-    return _linear(x, weight, bias)
+    return _linear(x, weight, bias, relu)
 
 
-def _linear(x: Any, weight: Any, bias: Any) -> Any:
+def _linear(x: Any, weight: Any, bias: Any, relu: bool = False) -> Any:
     if fast_path(array_namespace(x, weight)) == "numpy":
         from xcnn.ops import _linear_numpy
 
-        return _linear_numpy.linear(x, weight, bias)
+        return _linear_numpy.linear(x, weight, bias, relu)
     # weight.T is a view; NumPy's matmul hands the transposed layout to BLAS as is.
     y = x @ weight.T
     if bias is not None:
         y = y + bias
-    return y
+    return activation.relu(y) if relu else y
 
 
 def linear_backward(
-    gy: Any, x: Any, weight: Any, *, bias: bool = True
+    gy: Any, x: Any, weight: Any, *, bias: bool = True, relu_output: Any = None
 ) -> tuple[Any, Any, Any | None]:
     """Gradients of :func:`linear` with respect to input, weight and bias.
 
@@ -116,6 +121,9 @@ def linear_backward(
     weight : array, shape (out, in)
     bias : bool, default True
         Whether the forward pass had a bias (``False`` returns ``gb = None``).
+    relu_output : array, shape (..., out), optional
+        The ``y`` of ``linear(..., relu=True)``: the ReLU's backward is applied first,
+        so outputs that are not positive pass no gradient.
 
     Returns
     -------
@@ -130,15 +138,24 @@ def linear_backward(
             f"linear_backward: expected gy of shape {expected} (the output's), "
             f"got shape {tuple(gy.shape)}"
         )
-    return _linear_backward(gy, x, weight, bias)
+    if relu_output is not None and tuple(relu_output.shape) != expected:
+        raise ValueError(
+            f"linear_backward: expected relu_output of shape {expected} (the output's), "
+            f"got shape {tuple(relu_output.shape)}"
+        )
+    return _linear_backward(gy, x, weight, bias, relu_output)
 
 
-def _linear_backward(gy: Any, x: Any, weight: Any, bias: bool) -> tuple[Any, Any, Any | None]:
+def _linear_backward(
+    gy: Any, x: Any, weight: Any, bias: bool, relu_output: Any = None
+) -> tuple[Any, Any, Any | None]:
     xp = array_namespace(gy, x, weight)
     if fast_path(xp) == "numpy":
         from xcnn.ops import _linear_numpy
 
-        return _linear_numpy.linear_backward(gy, x, weight, bias)
+        return _linear_numpy.linear_backward(gy, x, weight, bias, relu_output)
+    if relu_output is not None:
+        gy = activation.relu_backward(gy, relu_output)
     gx = gy @ weight
     if x.ndim == 2:
         x2, gy2 = x, gy
