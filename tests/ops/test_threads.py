@@ -282,3 +282,27 @@ def test_an_empty_batch_passes_through_a_model(threads, count):
     assert logits.shape == (0, 10)
     model.backward(np.zeros_like(logits))
     assert all(p.grad.shape == p.shape and not p.grad.any() for p in model.parameters())
+
+
+@pytest.mark.parametrize("window", [0.0, 0.05], ids=["blocking", "timed waits"])
+def test_helpers_take_tasks_within_and_after_their_wake_window(threads, monkeypatch, window):
+    """A helper waits in short timed waits for a while after each task, then blocks:
+    a region must reach it, and come back with its result, in both states."""
+    monkeypatch.setattr(_threads, "WAKE_WINDOW", window)
+    threads(2)
+    outcome: list = []
+
+    def regions() -> None:
+        for pause in (0.0, 0.2, 0.0):  # 0.2 s: past the window, the helper blocks
+            time.sleep(pause)
+            spans = _threads.map_batch(lambda a, b: (a, b, threading.get_ident()), 10, item_size=1)
+            outcome.append(spans)
+
+    runner = threading.Thread(target=regions, daemon=True)
+    runner.start()
+    runner.join(timeout=30)
+    assert not runner.is_alive(), "a helper never picked up its task"
+    assert len(outcome) == 3
+    for spans in outcome:
+        assert [(a, b) for a, b, _ in spans] == [(0, 5), (5, 10)]
+        assert spans[0][2] != spans[1][2]  # the second span ran on a helper
