@@ -82,16 +82,46 @@ def test_small_work_stays_on_one_thread(threads):
     assert _threads.spans(1000, grain=1 << 17, item_size=1) == [(0, 1000)]
 
 
-def test_map_batch_runs_spans_on_separate_threads_in_order(threads):
-    threads(3)
-    seen = []
+def _spans_that_wait_for_each_other(count: int):
+    """A span function whose spans each wait (up to 10 s) until all ``count`` have
+    started: spans are handed out to whichever thread is free, and without the wait
+    the calling thread would finish tiny spans before a helper woke."""
+    started = []
+    everyone = threading.Event()
 
     def work(start, stop):
-        seen.append(threading.get_ident())
-        return (start, stop)
+        started.append(threading.get_ident())
+        if len(started) == count:
+            everyone.set()
+        everyone.wait(timeout=10)
+        return (start, stop, threading.get_ident())
 
-    assert _threads.map_batch(work, 9, item_size=1) == [(0, 3), (3, 6), (6, 9)]
-    assert len(set(seen)) == 3
+    return work
+
+
+def test_map_batch_runs_spans_on_separate_threads_in_order(threads):
+    threads(3)
+    spans = _threads.map_batch(_spans_that_wait_for_each_other(3), 9, item_size=1)
+    assert [(a, b) for a, b, _ in spans] == [(0, 3), (3, 6), (6, 9)]
+    assert spans[0][2] == threading.get_ident()  # the caller starts on the first span
+    assert len({ident for _, _, ident in spans}) == 3
+
+
+def test_a_helper_that_wakes_late_does_not_hold_up_the_region(threads):
+    """With its helpers slow to start, the calling thread runs every span itself."""
+    threads(3)
+    gate = threading.Event()
+    for worker in _threads._pool(2):  # each helper's next task: wait for the gate
+        worker.submit(lambda: gate.wait(timeout=10))
+    try:
+        spans = _threads.map_batch(lambda a, b: (a, b, threading.get_ident()), 9, item_size=1)
+    finally:
+        gate.set()
+    assert [(a, b) for a, b, _ in spans] == [(0, 3), (3, 6), (6, 9)]
+    assert {ident for _, _, ident in spans} == {threading.get_ident()}
+    # Once free, the helpers take spans again.
+    spans = _threads.map_batch(_spans_that_wait_for_each_other(3), 9, item_size=1)
+    assert len({ident for _, _, ident in spans}) == 3
 
 
 def test_an_error_in_any_span_reaches_the_caller_after_all_spans_finish(threads):
@@ -245,8 +275,8 @@ def test_a_forked_child_starts_its_own_threads(threads):
     pid = os.fork()
     if pid == 0:  # child: a region must finish, on threads of its own
         try:
-            idents = _threads.map_batch(lambda a, b: threading.get_ident(), 8, item_size=1)
-            os.write(write, b"ok" if len(set(idents)) == 2 else b"one thread")
+            spans = _threads.map_batch(_spans_that_wait_for_each_other(2), 8, item_size=1)
+            os.write(write, b"ok" if len({ident for *_, ident in spans}) == 2 else b"one thread")
         finally:
             os._exit(0)
     os.close(write)
@@ -295,7 +325,7 @@ def test_helpers_take_tasks_within_and_after_their_wake_window(threads, monkeypa
     def regions() -> None:
         for pause in (0.0, 0.2, 0.0):  # 0.2 s: past the window, the helper blocks
             time.sleep(pause)
-            spans = _threads.map_batch(lambda a, b: (a, b, threading.get_ident()), 10, item_size=1)
+            spans = _threads.map_batch(_spans_that_wait_for_each_other(2), 10, item_size=1)
             outcome.append(spans)
 
     runner = threading.Thread(target=regions, daemon=True)

@@ -21,7 +21,8 @@ output, and the partial sums the caller gets back are added in slice order. They
 depend on the thread count, by rounding, only where partial sums are added (a
 convolution's weight and bias gradients).
 
-Helper threads wait on plain locks (see ``_Worker``); a forked child starts its own.
+Helper threads wait on plain locks (see ``_Worker``) and take a region's spans as
+they come free (see ``_Region``); a forked child starts its own.
 
 ``XCNN_NUM_THREADS`` or :func:`set_num_threads` (``xcnn.set_num_threads``) sets the
 thread count; the default is the number of CPUs the process may run on.
@@ -29,7 +30,7 @@ thread count; the default is the number of CPUs the process may run on.
 
 from __future__ import annotations
 
-import functools
+import itertools
 import os
 import threading
 import time
@@ -105,33 +106,60 @@ def set_num_threads(n: int) -> None:
         _num_threads = n
 
 
+class _Region:
+    """One parallel region: its spans go to whichever thread asks for one first.
+
+    The calling thread starts on the first span at once; each helper takes the next
+    span left when it wakes. A helper that wakes late (its CPU given to another
+    process or guest) finds the spans taken and the region finished without it, where
+    a fixed span per thread would hold the whole region until it ran. Which thread
+    runs a span never changes what it computes.
+    """
+
+    def __init__(self, fn: Callable[[int, int], Any], parts: list[tuple[int, int]]):
+        self.fn: Callable[[int, int], Any] | None = fn
+        self.parts = parts
+        self.results: list[Any] = [None] * len(parts)
+        self.errors: list[BaseException | None] = [None] * len(parts)
+        # next() on a count is one C call, so no two threads get the same number.
+        self._claims = itertools.count()
+        self._finished = itertools.count()
+        self.done = threading.Lock()  # released by whichever thread finishes the last span
+        self.done.acquire()
+
+    def work(self) -> None:
+        """Run spans until none is left (errors are kept, per span, for the caller)."""
+        while (index := next(self._claims)) < len(self.parts):
+            try:
+                self.results[index] = _run_inside(self.fn, *self.parts[index])
+            except BaseException as error:  # raised by map_batch, in span order
+                self.errors[index] = error
+            if next(self._finished) == len(self.parts) - 1:
+                self.done.release()
+
+
 class _Worker:
-    """One helper thread, handed a task at a time through two locks.
+    """One helper thread, woken through a plain lock to run the tasks handed to it.
 
     Plain locks are the cheapest wake-up Python has: a round trip costs about 10 us
     here, where ``concurrent.futures`` (futures, queue, condition variables) costs
-    50-120 us, and a training step enters about 30 parallel regions.
+    50-120 us, and a training step enters about 30 parallel regions. A task is a
+    region's ``work``; nobody waits for the helper itself, only for the region's
+    spans, so a helper may still be waking for an old region when the next one
+    hands it another task.
     """
 
     def __init__(self) -> None:
-        self._start = threading.Lock()
-        self._start.acquire()
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._task: Callable[[], Any] | None = None
-        self._result: Any = None
-        self._error: BaseException | None = None
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        self._tasks: list[Callable[[], None]] = []
         threading.Thread(target=self._loop, name="xcnn-worker", daemon=True).start()
 
     def _loop(self) -> None:
         while True:
             self._wait_for_task()
-            task, self._task = self._task, None
-            try:
-                self._result = task() if task is not None else None
-            except BaseException as error:  # handed to the caller in result()
-                self._error = error
-            self._done.release()
+            while self._tasks:
+                self._tasks.pop(0)()
 
     def _wait_for_task(self) -> None:
         """Block until ``submit``; for ``WAKE_WINDOW`` seconds, in waits of ``WAKE_POLL``.
@@ -149,23 +177,16 @@ class _Worker:
         if WAKE_WINDOW > 0:
             deadline = time.perf_counter() + WAKE_WINDOW
             while time.perf_counter() < deadline:
-                if self._start.acquire(timeout=WAKE_POLL):
+                if self._wake.acquire(timeout=WAKE_POLL):
                     return
-        self._start.acquire()
+        self._wake.acquire()
 
-    def submit(self, task: Callable[[], Any]) -> None:
-        self._task = task
-        self._result = self._error = None
-        self._start.release()
-
-    def wait(self) -> None:
-        self._done.acquire()
-
-    def result(self) -> Any:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return self._result
+    def submit(self, task: Callable[[], None]) -> None:
+        self._tasks.append(task)
+        try:
+            self._wake.release()
+        except RuntimeError:  # already released: the helper has yet to wake, and then
+            pass  # runs every task in its list, this one included
 
 
 _workers: list[_Worker] = []
@@ -261,8 +282,9 @@ def map_batch(
     """``[fn(start, stop) for each span]``, the spans run on separate threads.
 
     ``fn`` must only write to its own slice of any shared output. The calling thread
-    runs the first span itself. Every span finishes before this returns, even when
-    one raises; the first error (in span order) is then raised.
+    starts on the first span itself; the others go to whichever thread is free first
+    (see ``_Region``). Every span finishes before this returns, even when one raises;
+    the first error (in span order) is then raised.
 
     ``blas=True`` says ``fn`` calls BLAS. With more than one thread configured, BLAS
     then runs single-threaded inside ``fn``, even when the work is too small to
@@ -280,15 +302,16 @@ def map_batch(
         if len(parts) == 1 or not _region.acquire(blocking=False):
             return [_run_inside(fn, 0, n)]
         try:
-            workers = _pool(len(parts) - 1)
-            for worker, (start, stop) in zip(workers, parts[1:], strict=True):
-                worker.submit(functools.partial(_run_inside, fn, start, stop))
-            try:
-                first = _run_inside(fn, *parts[0])
-            finally:
-                for worker in workers:
-                    worker.wait()
-            return [first, *(worker.result() for worker in workers)]
+            region = _Region(fn, parts)
+            for worker in _pool(len(parts) - 1):
+                worker.submit(region.work)
+            region.work()
+            region.done.acquire()
+            region.fn = None  # a helper that wakes late must not keep fn's arrays alive
+            error = next((error for error in region.errors if error is not None), None)
+            if error is not None:
+                raise error
+            return region.results
         finally:
             _region.release()
     finally:
