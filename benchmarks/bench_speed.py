@@ -267,10 +267,13 @@ def stolen_seconds() -> float | None:
         return None
 
 
-def steal_note(stolen: float | None, seconds: float) -> str:
-    if stolen is None:
+def steal_note(stolen_before: float | None, start: float) -> str:
+    """The CPU time stolen since ``stolen_before`` (read at ``start``), as a sentence."""
+    stolen_after = stolen_seconds()
+    if stolen_before is None or stolen_after is None:
         return ""
-    share = stolen / (seconds * (os.cpu_count() or 1))
+    stolen = stolen_after - stolen_before
+    share = stolen / ((time.perf_counter() - start) * (os.cpu_count() or 1))
     return (
         f"CPU time stolen by the hypervisor during the run: {stolen:.0f} s, "
         f"{share:.0%} of all cores' time."
@@ -349,16 +352,9 @@ def main() -> int:
     xcnn.set_num_threads(args.threads)
     print(f"xcnn on {backend.name} vs torch on {device}; {machine_description(backend, device)}")
     start, stolen_before = time.perf_counter(), stolen_seconds()
-
-    def steal() -> str:
-        stolen_after = stolen_seconds()
-        if stolen_before is None or stolen_after is None:
-            return ""
-        return steal_note(stolen_after - stolen_before, time.perf_counter() - start)
-
     rows = bench_steps(backend, device, args.rounds, args.only)
     if args.only:
-        print(steal())
+        print(steal_note(stolen_before, start))
         return 0
     if not args.skip_epoch:
         rows += bench_epoch(backend, device, args.data_dir, max(3, args.rounds // 2))
@@ -370,7 +366,7 @@ def main() -> int:
             f"xcnn {memory[0][0]:.0f} / {memory[0][1]:.0f}, "
             f"torch {memory[1][0]:.0f} / {memory[1][1]:.0f}"
         )
-    note = steal()
+    note = steal_note(stolen_before, start)
     print(note)
     write_markdown(args.out, rows, memory, backend, device, args.rounds, note)
     print(f"wrote {args.out}")

@@ -46,16 +46,9 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, relu: boo
 
 
 def linear_backward(
-    gy: np.ndarray,
-    x: np.ndarray,
-    weight: np.ndarray,
-    bias: bool,
-    relu_output: np.ndarray | None,
+    gy: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(gx, gW, gb)``; ``gy`` masked by ``relu_output > 0`` first when given."""
-    if relu_output is not None:
-        # float * bool multiplies by exactly 1.0 or 0.0, as relu_backward does.
-        gy = np.multiply(gy, relu_output > 0)
+    """``(gx, gW, gb)``."""
     x2, gy2 = _rows(x), _rows(gy)
     out_features, in_features = weight.shape
     gx2 = _recycle.empty(x2.shape, x.dtype)

@@ -122,27 +122,32 @@ def _max_pool_tiled(x: np.ndarray, g: PoolGeometry, relu: bool) -> tuple[np.ndar
         if kh * kw == 1:
             np.copyto(values, planes[0])
             argmax.fill(0)
-            if relu:
-                np.maximum(values, x.dtype.type(0), out=values)
-            return
-        better = _recycle.scratch("better", (size,), np.bool_)
-        scaled = _recycle.scratch("scaled", (size,), argmax.dtype)
-        # The same running max/argmax as the standard twin, offset by offset, so ties and
-        # NaN pick the same index: "v > y" is False once y is NaN.
-        np.greater(planes[1], planes[0], out=better)
-        np.copyto(argmax, better, casting="unsafe")
-        np.maximum(planes[0], planes[1], out=values)
-        for k in range(2, kh * kw):
-            v = planes[k]
-            np.greater(v, values, out=better)
-            np.multiply(better.view(np.int8), argmax.dtype.type(k), out=scaled)
-            np.maximum(argmax, scaled, out=argmax)
-            np.maximum(values, v, out=values)
+        else:
+            _running_max(planes, values, argmax)
         if relu:
             np.maximum(values, x.dtype.type(0), out=values)
 
     _threads.map_batch(run, n, item_size=2 * c * oh * kh * ow * kw)
     return y, indices
+
+
+def _running_max(planes: np.ndarray, values: np.ndarray, argmax: np.ndarray) -> None:
+    """Max and first argmax over the rows of ``planes`` (at least two), into the outputs.
+
+    The same running max/argmax as the standard twin, offset by offset, so ties and NaN
+    pick the same index: "v > y" is False once y is NaN.
+    """
+    better = _recycle.scratch("better", (values.size,), np.bool_)
+    scaled = _recycle.scratch("scaled", (values.size,), argmax.dtype)
+    np.greater(planes[1], planes[0], out=better)
+    np.copyto(argmax, better, casting="unsafe")
+    np.maximum(planes[0], planes[1], out=values)
+    for k in range(2, planes.shape[0]):
+        v = planes[k]
+        np.greater(v, values, out=better)
+        np.multiply(better.view(np.int8), argmax.dtype.type(k), out=scaled)
+        np.maximum(argmax, scaled, out=argmax)
+        np.maximum(values, v, out=values)
 
 
 def max_pool2d_backward(

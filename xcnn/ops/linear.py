@@ -150,12 +150,12 @@ def _linear_backward(
     gy: Any, x: Any, weight: Any, bias: bool, relu_output: Any = None
 ) -> tuple[Any, Any, Any | None]:
     xp = array_namespace(gy, x, weight)
+    if relu_output is not None:  # the fused ReLU's backward, on every path
+        gy = activation.relu_backward(gy, relu_output)
     if fast_path(xp) == "numpy":
         from xcnn.ops import _linear_numpy
 
-        return _linear_numpy.linear_backward(gy, x, weight, bias, relu_output)
-    if relu_output is not None:
-        gy = activation.relu_backward(gy, relu_output)
+        return _linear_numpy.linear_backward(gy, x, weight, bias)
     gx = gy @ weight
     if x.ndim == 2:
         x2, gy2 = x, gy
