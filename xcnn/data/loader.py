@@ -161,10 +161,13 @@ class DataLoader:
                 rows = slice(start, stop) if order is None else order[start:stop]
                 x = backend.asarray(self._images[rows])
                 y = backend.asarray(np.array(self._labels[rows], dtype=np.int64))
-            if x.dtype == xp.uint8:
-                x = xp.astype(x, xp.float32) / 255.0
-            else:
-                x = xp.astype(x, xp.float32)
+            # astype copies, so the division can be in place: a second fresh
+            # batch-sized array cost more than the gather and the conversion
+            # together (0.34 vs 0.06 ms a LeNet-5 batch of 128, in page faults).
+            scale = x.dtype == xp.uint8
+            x = xp.astype(x, xp.float32)
+            if scale:
+                x /= 255.0
             if self.transform is not None:
                 x = self.transform(x)
             # Count the batch as consumed when it is handed out: a checkpoint
