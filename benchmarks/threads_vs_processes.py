@@ -72,8 +72,13 @@ def main() -> None:
         return
 
     alone = timed_steps(args.batch, args.steps)
-    command = [sys.executable, __file__, "--worker", f"--batch={args.batch}"]
-    command.append(f"--steps={args.steps}")
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        f"--batch={args.batch}",
+        f"--steps={args.steps}",
+    ]
     children = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     processes = [float(child.communicate()[0]) for child in children]
     if any(child.returncode for child in children):
