@@ -121,7 +121,8 @@ class _Region:
         self.parts = parts
         self.results: list[Any] = [None] * len(parts)
         self.errors: list[BaseException | None] = [None] * len(parts)
-        # next() on a count is one C call, so no two threads get the same number.
+        # next() on a count is one C call, so no two threads get the same number; it is
+        # atomic in free-threaded CPython too (gh-117657).
         self._claims = itertools.count()
         self._finished = itertools.count()
         self.done = threading.Lock()  # released by whichever thread finishes the last span
