@@ -10,9 +10,9 @@ buffer shapes are exercised as well. Results must equal the standard-only twins:
 exactly for the gathers and the max-pool (same comparisons, same summation order),
 to rounding for col2im.
 
-What this cannot show (the GPU run does): CUDA compilation, launch and memory.
-``test_kernels_compile_with_nvrtc`` compiles CuPy's own generated source where CuPy
-and NVRTC are installed, with or without a GPU.
+What this cannot show: launches and device memory, which only the GPU run
+exercises, and CUDA's own compiler, which ``test_kernels_compile_with_nvrtc`` runs
+on CuPy's generated source wherever CuPy and NVRTC are installed, GPU or not.
 """
 
 from __future__ import annotations
