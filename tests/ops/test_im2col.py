@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from xcnn import backends
-from xcnn.ops import col2im, im2col, output_size, standard_only
+from xcnn.ops import _im2col_cupy, col2im, im2col, output_size, standard_only
 from xcnn.ops._dispatch import fast_path
+from xcnn.ops.im2col import geometry
 
 
 def _random_window(rng):
@@ -165,3 +166,46 @@ def test_col2im_checks_cols_shape_and_input_shape(backend):
         col2im(xp.zeros((2, 12, 9)), (3, 4, 4), 2)
     with pytest.raises(ValueError, match=r"col2im: .*smaller than the dilated kernel"):
         col2im(xp.zeros((2, 12, 9)), (2, 3, 1, 1), 2)
+
+
+# The CUDA kernels, run on the CPU (see tests/ops/conftest.py): the index math of each.
+KERNEL_WINDOWS = [  # LeNet-5's two convolutions and a ResNet 3x3 with stride 2
+    ((2, 1, 28, 28), (5, 5), (1, 1), (2, 2), (1, 1)),
+    ((2, 6, 14, 14), (5, 5), (1, 1), (0, 0), (1, 1)),
+    ((2, 4, 9, 8), (3, 3), (2, 2), (1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_im2col_kernel_equals_the_twin(cupy_on_cpu, rng, dtype):
+    for window in KERNEL_WINDOWS + [_random_window(rng) for _ in range(37)]:
+        shape = window[0]
+        x = rng.standard_normal(shape).astype(dtype)
+        with standard_only():
+            expected = im2col(x, *window[1:])
+        got = _im2col_cupy.im2col(x, geometry("im2col", *window))
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, expected, err_msg=str(window))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_col2im_kernel_equals_the_twin(cupy_on_cpu, rng, dtype):
+    for window in KERNEL_WINDOWS + [_random_window(rng) for _ in range(37)]:
+        cols = rng.standard_normal(_cols_shape(*window)).astype(dtype)
+        with standard_only():
+            expected = col2im(cols, *window)
+        got = _im2col_cupy.col2im(cols, window[0], geometry("col2im", *window))
+        assert got.dtype == dtype
+        tolerance = 1e-6 if dtype == np.float32 else 1e-14
+        np.testing.assert_allclose(
+            got, expected, rtol=tolerance, atol=tolerance, err_msg=str(window)
+        )
+
+
+def test_cuda_col2im_kernel_sums_every_overlapping_tap(cupy_on_cpu):
+    # All-ones columns: each pixel gets the number of windows that cover it.
+    shape = (1, 1, 5, 5)
+    g = geometry("col2im", shape, (3, 3), (1, 1), (1, 1), (1, 1))
+    counts = _im2col_cupy.col2im(np.ones((1, 9, 25), np.float64), shape, g)[0, 0]
+    expected = np.outer([2, 3, 3, 3, 2], [2, 3, 3, 3, 2])
+    np.testing.assert_array_equal(counts, expected)

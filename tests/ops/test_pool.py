@@ -8,6 +8,7 @@ import torch
 
 from xcnn import backends
 from xcnn.ops import (
+    _pool_cupy,
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
     avg_pool2d,
@@ -18,6 +19,7 @@ from xcnn.ops import (
     relu_backward,
     standard_only,
 )
+from xcnn.ops.pool import pool_geometry
 from xcnn.testing import gradcheck
 
 TF = torch.nn.functional
@@ -463,3 +465,40 @@ def test_relu_output_of_the_wrong_shape_raises(backend):
     y, indices = max_pool2d(xp.zeros((2, 3, 6, 6), dtype=xp.float32), 2, relu=True)
     with pytest.raises(ValueError, match=r"relu_output has shape \(1, 3, 3, 3\), expected"):
         max_pool2d_backward(y, indices, (2, 3, 6, 6), 2, relu_output=y[:1, ...])
+
+
+# The CUDA kernels, run on the CPU (see tests/ops/conftest.py): same values, indices
+# and gradients as the twin, to the last bit (the backward adds in the twin's order).
+KERNEL_POOLS = [
+    {"shape": (2, 3, 8, 6), "kernel": (2, 2), "stride": None, "padding": (0, 0)},  # LeNet's
+    {"shape": (1, 2, 7, 7), "kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)},  # ResNet's
+    {"shape": (1, 1, 13, 13), "kernel": (12, 12), "stride": 1, "padding": (0, 0)},  # int32
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("special", [False, True], ids=["random", "ties-nan-inf"])
+def test_cuda_max_pool_kernels_equal_the_twin(cupy_on_cpu, dtype, special):
+    rng = np.random.default_rng(3)
+    for cfg in KERNEL_POOLS + [random_config(rng) for _ in range(37)]:
+        shape, args = cfg["shape"], (cfg["kernel"], cfg["stride"], cfg["padding"])
+        x = host_input(rng, shape, ties=special).astype(dtype)
+        if special:  # NaN and infinities, where the NaN rule and the padding matter
+            picks = rng.random(shape)
+            x[picks < 0.05] = np.nan
+            x[(picks >= 0.05) & (picks < 0.1)] = np.inf
+            x[(picks >= 0.1) & (picks < 0.15)] = -np.inf
+        with standard_only():
+            expected_y, expected_indices = max_pool2d(x, *args)
+        g = pool_geometry("max_pool2d", shape, *args)
+        y, indices = _pool_cupy.max_pool2d(x, g)
+        assert y.dtype == dtype and indices.dtype == expected_indices.dtype
+        np.testing.assert_array_equal(y, expected_y, err_msg=str(cfg))
+        np.testing.assert_array_equal(indices, expected_indices, err_msg=str(cfg))
+
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        with standard_only():
+            expected_gx = max_pool2d_backward(gy, expected_indices, shape, *args)
+        gx = _pool_cupy.max_pool2d_backward(gy, indices, shape, g)
+        assert gx.dtype == dtype
+        np.testing.assert_array_equal(gx, expected_gx, err_msg=str(cfg))
