@@ -17,7 +17,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "Tensor",
+    "autograd",
     "backends",
+    "cat",
+    "enable_grad",
+    "flatten",
+    "is_grad_enabled",
+    "no_grad",
+    "set_grad_enabled",
+    "stack",
+    "tensor",
     "data",
     "evaluate",
     "fit",
@@ -36,8 +46,17 @@ __all__ = [
     "TrainingDiverged",
 ]
 
-_SUBMODULES = {"data", "models", "nn", "ops", "optim", "testing"}
+_SUBMODULES = {"autograd", "data", "models", "nn", "ops", "optim", "testing"}
 _FUNCTIONS = {
+    "Tensor": "xcnn.autograd",
+    "cat": "xcnn.autograd",
+    "enable_grad": "xcnn.autograd",
+    "flatten": "xcnn.autograd",
+    "is_grad_enabled": "xcnn.autograd",
+    "no_grad": "xcnn.autograd",
+    "set_grad_enabled": "xcnn.autograd",
+    "stack": "xcnn.autograd",
+    "tensor": "xcnn.autograd",
     "fit": "xcnn.train",
     "evaluate": "xcnn.train",
     "History": "xcnn.train",
