@@ -54,7 +54,7 @@ def run_steps(backend, layer, twin, shape, rng, steps: int) -> None:
             gx = layer.backward(backend.asarray(host_gy))
             np.testing.assert_allclose(backend.to_numpy(gx), tx.grad.numpy(), **TOL)
         else:
-            assert layer._cache is None
+            assert layer._pending() == 0
         ours = layer.state_dict()
         for key, value in twin.state_dict().items():
             np.testing.assert_allclose(ours[key], value.numpy(), rtol=1e-5, atol=1e-6, err_msg=key)
@@ -153,7 +153,7 @@ def test_dtype_namespace_and_eval_cache(backend, rng, make, shape, dtype):
         assert layer.num_batches_tracked.dtype == backend.xp.int64
     layer.eval()
     layer(x)
-    assert layer._cache is None
+    assert layer._pending() == 0
     with pytest.raises(RuntimeError, match=r"backward\(\) called without a preceding forward"):
         layer.backward(backend.xp.ones_like(y))
 

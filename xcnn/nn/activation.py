@@ -1,60 +1,38 @@
 """Activation layers ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh`` (math: ``xcnn.ops.activation``).
 
 Each accepts any shape and returns the input's shape, dtype and namespace.
-ReLU and LeakyReLU keep their input for backward, Sigmoid and Tanh their
-output (what each derivative is cheapest in); in eval mode they keep nothing.
+The graph node of a ReLU or LeakyReLU call keeps its input for backward, of a
+Sigmoid or Tanh call its output (what each derivative is cheapest in).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from xcnn import backends
+from xcnn.autograd import Tensor
 from xcnn.backends import array_namespace
+from xcnn.nn import functional as F
 from xcnn.nn.module import Module
-from xcnn.ops import activation as F
+from xcnn.ops.activation import _slope
 
 __all__ = ["LeakyReLU", "ReLU", "Sigmoid", "Tanh"]
 
 
 class _Activation(Module):
-    """Shared forward/backward plumbing; subclasses set the ops and what they keep."""
+    """Shared input check; subclasses give the functional op."""
 
-    keeps_output = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache = None
-
-    def _forward(self, x: Any) -> Any:
+    def _forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def _backward(self, grad_output: Any, kept: Any) -> Any:
-        raise NotImplementedError
-
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Tensor) -> Tensor:
+        data = x.data if isinstance(x, Tensor) else x
         try:
-            xp = array_namespace(x)
+            xp = array_namespace(data)
         except TypeError:
             raise TypeError(f"{self._label()}: expected an array, got {type(x).__name__}") from None
-        if not xp.isdtype(x.dtype, "real floating"):
-            dtype = backends.dtype_name(x.dtype)
+        if not xp.isdtype(data.dtype, "real floating"):
+            dtype = backends.dtype_name(data.dtype)
             raise TypeError(f"{self._label()}: expected a floating-point input, got dtype {dtype}")
-        y = self._forward(x)
-        if self.training:
-            self._cache = y if self.keeps_output else x
-        return y
-
-    def backward(self, grad_output: Any) -> Any:
-        kept = self._require_cache()
-        if tuple(grad_output.shape) != tuple(kept.shape):
-            raise ValueError(
-                f"{self._label()}: expected a gradient of the output's shape "
-                f"{tuple(kept.shape)}, got shape {tuple(grad_output.shape)}"
-            )
-        grad_input = self._backward(grad_output, kept)
-        self._cache = None
-        return grad_input
+        return self._forward(x)
 
 
 class ReLU(_Activation):
@@ -68,11 +46,8 @@ class ReLU(_Activation):
     array([0., 2.], dtype=float32)
     """
 
-    def _forward(self, x: Any) -> Any:
+    def _forward(self, x: Tensor) -> Tensor:
         return F.relu(x)
-
-    def _backward(self, grad_output: Any, kept: Any) -> Any:
-        return F.relu_backward(grad_output, kept)
 
 
 class LeakyReLU(_Activation):
@@ -92,16 +67,13 @@ class LeakyReLU(_Activation):
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
-        self.negative_slope = F._slope(negative_slope, "LeakyReLU")
+        self.negative_slope = _slope(negative_slope, "LeakyReLU")
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
 
-    def _forward(self, x: Any) -> Any:
+    def _forward(self, x: Tensor) -> Tensor:
         return F.leaky_relu(x, self.negative_slope)
-
-    def _backward(self, grad_output: Any, kept: Any) -> Any:
-        return F.leaky_relu_backward(grad_output, kept, self.negative_slope)
 
 
 class Sigmoid(_Activation):
@@ -115,13 +87,8 @@ class Sigmoid(_Activation):
     array([0.5], dtype=float32)
     """
 
-    keeps_output = True
-
-    def _forward(self, x: Any) -> Any:
+    def _forward(self, x: Tensor) -> Tensor:
         return F.sigmoid(x)
-
-    def _backward(self, grad_output: Any, kept: Any) -> Any:
-        return F.sigmoid_backward(grad_output, kept)
 
 
 class Tanh(_Activation):
@@ -135,10 +102,5 @@ class Tanh(_Activation):
     array([0.], dtype=float32)
     """
 
-    keeps_output = True
-
-    def _forward(self, x: Any) -> Any:
+    def _forward(self, x: Tensor) -> Tensor:
         return F.tanh(x)
-
-    def _backward(self, grad_output: Any, kept: Any) -> Any:
-        return F.tanh_backward(grad_output, kept)

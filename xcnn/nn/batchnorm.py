@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from xcnn import backends
+from xcnn.autograd import Tensor
 from xcnn.backends import array_namespace
-from xcnn.nn import init
+from xcnn.nn import functional, init
 from xcnn.nn.module import Module
 from xcnn.ops import batchnorm as F
 
@@ -72,7 +73,6 @@ class _BatchNorm(Module):
             self.running_mean = None
             self.running_var = None
             self.num_batches_tracked = None
-        self._cache = None
 
     def extra_repr(self) -> str:
         return (
@@ -94,6 +94,7 @@ class _BatchNorm(Module):
 
     def _check_input(self, x: Any) -> None:
         label = self._label()
+        x = x.data if isinstance(x, Tensor) else x
         try:
             xp = array_namespace(x)
         except TypeError:
@@ -126,43 +127,34 @@ class _BatchNorm(Module):
                 f"model.to({backends.dtype_name(x.dtype)!r})"
             )
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        gamma = self.weight.data if self.affine else None
-        beta = self.bias.data if self.affine else None
         if not self.training and self.track_running_stats:
-            return F.batch_norm_eval(x, self.running_mean, self.running_var, gamma, beta, self.eps)
+            return functional.BatchNormEval.apply(
+                x,
+                self.weight,
+                self.bias,
+                running_mean=self.running_mean,
+                running_var=self.running_var,
+                eps=self.eps,
+            )
         F.check_batch(self._label(), tuple(x.shape))
-        y, cache = F.batch_norm_train(x, gamma, beta, self.eps)
-        if self.training and self.track_running_stats:
-            count = self.num_batches_tracked + 1
-            self._set_buffer("num_batches_tracked", count)
-            # momentum=None: a cumulative average, weight 1/n for the n-th batch.
-            momentum = 1.0 / int(count) if self.momentum is None else self.momentum
-            mean, var = F.batch_norm_update_running(
-                self.running_mean, self.running_var, cache, momentum
-            )
-            self._set_buffer("running_mean", mean)
-            self._set_buffer("running_var", var)
-        if self.training:
-            self._cache = cache
-        return y
+        update = self._update_running if self.training and self.track_running_stats else None
+        return functional.BatchNormTrain.apply(
+            x, self.weight, self.bias, eps=self.eps, update=update
+        )
 
-    def backward(self, grad_output: Any) -> Any:
-        cache = self._require_cache()
-        expected = tuple(cache.x_hat.shape)
-        if tuple(grad_output.shape) != expected:
-            raise ValueError(
-                f"{self._label()}: expected a gradient of the output's shape {expected}, "
-                f"got shape {tuple(grad_output.shape)}"
-            )
-        gamma = self.weight.data if self.affine else None
-        gx, ggamma, gbeta = F.batch_norm_backward(grad_output, cache, gamma)
-        if self.affine:
-            self.weight.accumulate(ggamma)
-            self.bias.accumulate(gbeta)
-        self._cache = None
-        return gx
+    def _update_running(self, cache: F.BatchNormCache) -> None:
+        """Move the running statistics towards this batch's (called from the forward)."""
+        count = self.num_batches_tracked + 1
+        self._set_buffer("num_batches_tracked", count)
+        # momentum=None: a cumulative average, weight 1/n for the n-th batch.
+        momentum = 1.0 / int(count) if self.momentum is None else self.momentum
+        mean, var = F.batch_norm_update_running(
+            self.running_mean, self.running_var, cache, momentum
+        )
+        self._set_buffer("running_mean", mean)
+        self._set_buffer("running_var", var)
 
 
 class BatchNorm1d(_BatchNorm):

@@ -1,6 +1,7 @@
 """Containers: ``Sequential`` chains layers, ``Residual`` adds a skip connection.
 
-Backward runs the chain in reverse::
+Their backward is the graph's: the chain in reverse, and a sum where the residual
+branches meet::
 
     Sequential:  y = f_n(...f_1(x))          gx = f_1'(...f_n'(gy))
     Residual:    y = block(x) + s(x)         gx = block'(gy) + s'(gy)   (s = identity: gy)
@@ -8,8 +9,8 @@ Backward runs the chain in reverse::
 Two fusions, exact in value and in gradient, run a layer and the ``ReLU`` next to
 it as one step: ``Linear`` then ``ReLU`` (``linear(..., relu=True)``), and
 ``MaxPool2d`` with a ``ReLU`` directly before or after it (``max_pool2d(...,
-relu=True)``). The layer clamps its own output while it is in cache, and keeps it
-to mask the gradient in backward, so the ReLU costs no pass of its own and no
+relu=True)``). The layer clamps its own output while it is in cache, and its graph
+node keeps it to mask the gradient in backward, so the ReLU costs no pass of its own and no
 module call. For the pool, the order does not matter: ReLU is monotone, so
 ``maxpool(relu(x)) == relu(maxpool(x))``; the first maximum of a window is the same
 element in ``x`` and in ``relu(x)`` whenever the window's maximum is positive, and
@@ -36,9 +37,6 @@ class _WithReLU:
 
     def __call__(self, x: Any) -> Any:
         return self.layer._forward(x, relu=True)
-
-    def backward(self, grad_output: Any) -> Any:
-        return self.layer.backward(grad_output)
 
 
 def _fused_layer(first: Module, second: Module | None) -> Linear | MaxPool2d | None:
@@ -111,15 +109,10 @@ class Sequential(Module):
 
     def forward(self, x: Any) -> Any:
         # The same layers, each ReLU that fuses into its neighbour run inside it (see
-        # the top of this file); backward walks the same steps in reverse.
+        # the top of this file).
         for module in _run_order(self._modules.values()):
             x = module(x)
         return x
-
-    def backward(self, grad_output: Any) -> Any:
-        for module in reversed(_run_order(self._modules.values())):
-            grad_output = module.backward(grad_output)
-        return grad_output
 
 
 class Residual(Module):
@@ -147,9 +140,3 @@ class Residual(Module):
                 f"{tuple(skip.shape)}; pass a shortcut module that matches the block's output"
             )
         return y + skip
-
-    def backward(self, grad_output: Any) -> Any:
-        grad_block = self.block.backward(grad_output)
-        if self.shortcut is None:
-            return grad_block + grad_output
-        return grad_block + self.shortcut.backward(grad_output)

@@ -1,19 +1,18 @@
-"""``Conv2d``: the convolution layer over ``xcnn.ops.conv2d`` (math in ``xcnn/ops/conv.py``).
+"""``Conv2d``: the convolution layer over ``F.conv2d`` (math in ``xcnn/ops/conv.py``).
 
-Forward keeps ``x`` in training mode, plus the unfolded input ``cols`` where backward
-reuses it (``xcnn.ops.conv.reuses_cols``: not on NumPy, whose fast path unfolds again
-chunk by chunk in cache, so a NumPy training step holds no ``cols``).
+What backward needs (``x``, and the unfolded input ``cols`` where backward reuses it:
+not on NumPy, whose fast path unfolds again chunk by chunk in cache) is kept by the
+graph node of each call, not by the layer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from xcnn.backends import array_namespace
+from xcnn.nn import functional as F
 from xcnn.nn import init
 from xcnn.nn.module import Module
 from xcnn.ops._shapes import output_size, pair
-from xcnn.ops.conv import conv2d, conv2d_backward, reuses_cols
 
 __all__ = ["Conv2d"]
 
@@ -113,7 +112,6 @@ class Conv2d(Module):
         self.bias = init.empty_parameter((out_channels,), dtype) if bias else None
         init.default_layer_init_(self.weight, self.bias, fan_in, rng)
         self.needs_input_grad = True
-        self._cache = None
 
     def extra_repr(self) -> str:
         parts = [f"{self.in_channels}->{self.out_channels}", f"kernel_size={self.kernel_size}"]
@@ -129,7 +127,7 @@ class Conv2d(Module):
         return f"Conv2d({self.in_channels}->{self.out_channels})"
 
     def forward(self, x: Any) -> Any:
-        """Convolve ``x`` of shape ``(N, in_channels, H, W)``; keeps the cache if training."""
+        """Convolve ``x`` of shape ``(N, in_channels, H, W)``."""
         self._check_backend(x)
         shape = tuple(x.shape)
         if len(shape) != 4:
@@ -160,39 +158,8 @@ class Conv2d(Module):
                 f"{self._label()}: input has dtype {x.dtype} but the parameters are "
                 f"{self.weight.dtype}; cast the input or call .to() on the layer"
             )
-        keep_cols = self.training and reuses_cols(array_namespace(x))
-        y = conv2d(
-            x,
-            self.weight.data,
-            None if self.bias is None else self.bias.data,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            return_cols=keep_cols,
+        if not self.needs_input_grad:
+            x = x.detach()
+        return F.conv2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
-        y, cols = y if keep_cols else (y, None)
-        if self.training:
-            self._cache = (x, cols)
-        return y
-
-    def backward(self, grad_output: Any) -> Any:
-        """Add the weight/bias gradients; return the input gradient (None if not needed)."""
-        x, cols = self._require_cache()
-        grad_x, grad_weight, grad_bias = conv2d_backward(
-            grad_output,
-            x,
-            self.weight.data,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            cols=cols,
-            input_grad=self.needs_input_grad,
-            bias=self.bias is not None,
-        )
-        self.weight.accumulate(grad_weight)
-        if self.bias is not None:
-            self.bias.accumulate(grad_bias)
-        self._cache = None
-        return grad_x

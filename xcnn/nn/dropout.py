@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from xcnn import backends
+from xcnn.autograd import Tensor
 from xcnn.backends import array_namespace
+from xcnn.nn import functional as F
 from xcnn.nn.module import Module
-from xcnn.ops.dropout import _check_p, dropout, dropout_backward
+from xcnn.ops.dropout import _check_p
 
 __all__ = ["Dropout"]
 
@@ -63,33 +65,19 @@ class Dropout(Module):
                 self.generator = backends.Generator(rng)
             except TypeError:
                 raise wrong_rng from None
-        self._cache = None
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Tensor) -> Tensor:
+        data = x.data if isinstance(x, Tensor) else x
         try:
-            xp = array_namespace(x)
+            xp = array_namespace(data)
         except TypeError:
             raise TypeError(f"{self._label()}: expected an array, got {type(x).__name__}") from None
-        if not xp.isdtype(x.dtype, "real floating"):
-            dtype = backends.dtype_name(x.dtype)
+        if not xp.isdtype(data.dtype, "real floating"):
+            dtype = backends.dtype_name(data.dtype)
             raise TypeError(f"{self._label()}: expected a floating-point input, got dtype {dtype}")
         if not self.training:
             return x
-        y, mask = dropout(x, self.p, self.generator)
-        # A tuple, so that p = 0 (mask None) still marks "forward happened".
-        self._cache = (mask, tuple(x.shape))
-        return y
-
-    def backward(self, grad_output: Any) -> Any:
-        mask, shape = self._require_cache()
-        if tuple(grad_output.shape) != shape:
-            raise ValueError(
-                f"{self._label()}: expected a gradient of the output's shape {shape}, "
-                f"got shape {tuple(grad_output.shape)}"
-            )
-        grad_input = dropout_backward(grad_output, mask)
-        self._cache = None
-        return grad_input
+        return F.Dropout.apply(x, p=self.p, generator=self.generator)

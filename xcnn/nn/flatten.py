@@ -8,8 +8,8 @@ Shapes, with the defaults ``start_dim=1, end_dim=-1``::
 from __future__ import annotations
 
 import math
-from typing import Any
 
+from xcnn.autograd import Tensor, basic
 from xcnn.backends import array_namespace
 from xcnn.nn.module import Module
 
@@ -45,7 +45,6 @@ class Flatten(Module):
                 raise TypeError(f"Flatten: {name} must be an int, got {value!r}")
         self.start_dim = start_dim
         self.end_dim = end_dim
-        self._cache = None
 
     def extra_repr(self) -> str:
         if (self.start_dim, self.end_dim) == (1, -1):
@@ -69,25 +68,10 @@ class Flatten(Module):
             )
         return (*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :])
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Tensor) -> Tensor:
         try:
-            xp = array_namespace(x)
+            array_namespace(x.data if isinstance(x, Tensor) else x)
         except TypeError:
             raise TypeError(f"{self._label()}: expected an array, got {type(x).__name__}") from None
         shape = tuple(int(n) for n in x.shape)
-        y = xp.reshape(x, self._output_shape(shape))
-        if self.training:
-            self._cache = shape
-        return y
-
-    def backward(self, grad_output: Any) -> Any:
-        shape = self._require_cache()
-        expected = self._output_shape(shape)
-        if tuple(grad_output.shape) != expected:
-            raise ValueError(
-                f"{self._label()}: expected a gradient of the output's shape {expected}, "
-                f"got shape {tuple(grad_output.shape)}"
-            )
-        grad_input = array_namespace(grad_output).reshape(grad_output, shape)
-        self._cache = None
-        return grad_input
+        return basic.Reshape.apply(x, shape=self._output_shape(shape))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from xcnn.autograd import Tensor
+from xcnn.nn import functional as F
 from xcnn.nn import init
 from xcnn.nn.module import Module
-from xcnn.ops.linear import _check_linear, _linear, _linear_backward
+from xcnn.ops.linear import _check_linear
 
 __all__ = ["Linear"]
 
@@ -68,7 +70,6 @@ class Linear(Module):
         self.weight = init.empty_parameter((out_features, in_features), dtype)
         self.bias = init.empty_parameter((out_features,), dtype) if bias else None
         init.default_layer_init_(self.weight, self.bias, in_features, rng)
-        self._cache = None
 
     def extra_repr(self) -> str:
         text = f"{self.in_features}->{self.out_features}"
@@ -77,31 +78,9 @@ class Linear(Module):
     def forward(self, x: Any) -> Any:
         return self._forward(x, relu=False)
 
-    def _forward(self, x: Any, relu: bool) -> Any:
+    def _forward(self, x: Tensor, relu: bool) -> Tensor:
         """Forward, with ``relu=True`` also the ReLU that ``Sequential`` fuses into it."""
         self._check_backend(x)
         bias = None if self.bias is None else self.bias.data
-        _check_linear(x, self.weight.data, bias, self._label())
-        y = _linear(x, self.weight.data, bias, relu)
-        if self.training:
-            # The fused ReLU's backward needs its output's sign; y is the next layer's
-            # input anyway, so keeping it costs no memory.
-            self._cache = (x, y if relu else None)
-        return y
-
-    def backward(self, grad_output: Any) -> Any:
-        x, relu_output = self._require_cache()
-        expected = (*tuple(x.shape[:-1]), self.out_features)
-        if tuple(grad_output.shape) != expected:
-            raise ValueError(
-                f"{self._label()}: expected a gradient of the output's shape {expected}, "
-                f"got shape {tuple(grad_output.shape)}"
-            )
-        gx, gw, gb = _linear_backward(
-            grad_output, x, self.weight.data, self.bias is not None, relu_output
-        )
-        self.weight.accumulate(gw)
-        if self.bias is not None:
-            self.bias.accumulate(gb)
-        self._cache = None
-        return gx
+        _check_linear(x.data, self.weight.data, bias, self._label())
+        return F.Linear.apply(x, self.weight, self.bias, relu=relu)

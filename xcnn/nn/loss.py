@@ -5,52 +5,71 @@ Usage differs from layers in two ways::
     loss = crit(logits, targets)     # a 0-d array on the logits' backend
     dlogits = crit.backward()        # no argument: the loss is the end of the chain
 
-A loss has no eval behaviour, so it keeps its (small) cache in training and
-eval mode alike: ``crit.backward()`` works after any forward. As for layers,
-backward consumes the cache: a second backward needs a new forward.
+Given Tensors, ``crit(logits, targets)`` returns a 0-d Tensor for ``loss.backward()``.
+
+A loss has no eval behaviour, so with plain arrays it keeps its last call's (small)
+graph in training and eval mode alike: ``crit.backward()`` works after any forward.
+Backward consumes it: a second backward needs a new forward.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from xcnn.autograd import Tensor
+from xcnn.autograd.grad_mode import enable_grad
+from xcnn.nn import functional as F
 from xcnn.nn.module import Module
-from xcnn.ops.loss import (
-    _check_cross_entropy,
-    _check_mse,
-    _mse_loss,
-    _softmax_cross_entropy,
-    mse_loss_backward,
-    softmax_cross_entropy_backward,
-)
+from xcnn.ops.loss import _scale
 
 __all__ = ["CrossEntropyLoss", "MSELoss"]
 
 
 class _Loss(Module):
-    """Shared plumbing: two-argument call, argument-free backward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache = None
+    """Shared plumbing: two-argument call, argument-free layer-wise backward."""
 
     def __call__(self, input: Any, target: Any) -> Any:  # type: ignore[override]
-        return self.forward(input, target)
+        if isinstance(input, Tensor):
+            return self.forward(input, target)
+        # Layer-wise: record this call (only the latest), return the loss's array.
+        with enable_grad():
+            inp = Tensor(input)
+            inp._requires_grad = True
+            try:
+                out = self.forward(inp, target)
+            except TypeError:
+                if not hasattr(input, "dtype"):
+                    raise
+                inp._requires_grad = False  # e.g. an integer input: let the op say why
+                out = self.forward(inp, target)
+        object.__setattr__(self, "_calls", [(inp, out)])
+        return out.data
 
     def _label(self) -> str:
         return type(self).__name__
 
     def _clear_cache(self) -> None:
-        # model.eval() must not drop a loss's cache: losses behave the same in both modes.
+        # model.eval() must not drop a loss's pending call: losses behave the same in
+        # both modes.
         pass
 
-    def _cached(self) -> Any:
-        if self._cache is None:
+    def backward(self, grad: Any = 1.0) -> Any:  # type: ignore[override]
+        """Gradient of the last loss with respect to its input (the input's shape).
+
+        Parameters
+        ----------
+        grad : float or 0-d array, default 1.0
+            Scale (``dL/dloss``), e.g. for loss weighting.
+        """
+        calls = self.__dict__.get("_calls")
+        if not calls:
             raise RuntimeError(
                 f"{self._label()}: backward() called before forward(); compute "
                 "loss = criterion(input, target) first (each forward allows one backward)"
             )
-        return self._cache
+        inp, out = calls.pop()
+        out.backward(_scale(grad, out.data, f"{self._label()}.backward"))
+        return inp.grad
 
 
 class CrossEntropyLoss(_Loss):
@@ -81,23 +100,9 @@ class CrossEntropyLoss(_Loss):
     (2, 4)
     """
 
-    def forward(self, logits: Any, targets: Any) -> Any:  # type: ignore[override]
-        """Return the mean loss (0-d) and keep what :meth:`backward` needs."""
-        _check_cross_entropy(logits, targets, self._label())
-        loss, self._cache = _softmax_cross_entropy(logits, targets)
-        return loss
-
-    def backward(self, grad: Any = 1.0) -> Any:  # type: ignore[override]
-        """Gradient of the last loss with respect to the logits, ``(N, C)``.
-
-        Parameters
-        ----------
-        grad : float or 0-d array, default 1.0
-            Scale (``dL/dloss``), e.g. for loss weighting.
-        """
-        grad_logits = softmax_cross_entropy_backward(self._cached(), grad)
-        self._cache = None
-        return grad_logits
+    def forward(self, logits: Tensor, targets: Any) -> Tensor:  # type: ignore[override]
+        """The mean loss (0-d)."""
+        return F.CrossEntropy.apply(logits, targets, who=self._label())
 
 
 class MSELoss(_Loss):
@@ -118,20 +123,6 @@ class MSELoss(_Loss):
     array([1., 3.])
     """
 
-    def forward(self, input: Any, target: Any) -> Any:  # type: ignore[override]
-        """Return the mean squared error (0-d) and keep what :meth:`backward` needs."""
-        target = _check_mse(input, target, self._label())
-        loss, self._cache = _mse_loss(input, target)
-        return loss
-
-    def backward(self, grad: Any = 1.0) -> Any:  # type: ignore[override]
-        """Gradient of the last loss with respect to the input (the input's shape).
-
-        Parameters
-        ----------
-        grad : float or 0-d array, default 1.0
-            Scale (``dL/dloss``).
-        """
-        grad_input = mse_loss_backward(self._cached(), grad)
-        self._cache = None
-        return grad_input
+    def forward(self, input: Tensor, target: Any) -> Tensor:  # type: ignore[override]
+        """The mean squared error (0-d)."""
+        return F.MSE.apply(input, target, who=self._label())

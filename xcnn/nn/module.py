@@ -1,16 +1,24 @@
 """``Module`` and ``Parameter``: the stateful half of xcnn.
 
-A module holds parameters (learned arrays with a ``.grad``), buffers (state
+A module holds parameters (learned tensors with a ``.grad``), buffers (state
 that is saved but not learned, e.g. batch-norm running statistics) and child
 modules, registered simply by assigning them as attributes, as in PyTorch.
+A subclass writes only ``forward``, with ``xcnn.nn.functional`` and Tensor
+operations; backward comes from the graph those record.
 
-The contract every layer follows:
+Two ways to call a module:
 
-* ``y = m(x)`` runs ``forward``; in training mode the layer keeps what its
-  backward pass needs, in eval mode it keeps nothing.
-* ``gx = m.backward(gy)`` returns the gradient with respect to the input and
-  ADDS the parameter gradients into ``Parameter.grad``, so a module used twice
-  in one step receives the sum of both gradients.
+* **Graph:** ``y = m(x)`` with an ``xcnn.Tensor`` returns a Tensor; ``loss.backward()``
+  adds every parameter's gradient into ``Parameter.grad``.
+* **Layer-wise:** ``y = m(x)`` with a plain array returns a plain array, and
+  ``gx = m.backward(gy)`` returns the gradient with respect to ``x`` and ADDS the
+  parameter gradients into ``Parameter.grad``. Each training-mode call records its
+  own small graph (the call's state lives there, not on the module); ``backward``
+  walks the most recent one not yet used, so a module called twice in one step
+  receives the sum of both gradients after two backward calls.
+
+Eval mode and ``xcnn.no_grad()`` record nothing and keep nothing (unless the
+input itself requires grad, e.g. to compute a saliency map).
 """
 
 from __future__ import annotations
@@ -19,34 +27,37 @@ from collections.abc import Iterator
 from typing import Any
 
 from xcnn import backends
+from xcnn.autograd import Function, Tensor
+from xcnn.autograd.grad_mode import is_grad_enabled, no_grad
+
+# How many layer-wise forward calls a module keeps waiting for their backward. A
+# training-mode call that is never followed by backward (e.g. metrics computed in
+# training mode) must not hold its activations forever; the oldest is dropped.
+MAX_PENDING_CALLS = 4
 
 
-class Parameter:
-    """A learned array and its gradient.
+class Parameter(Tensor):
+    """A learned tensor: a leaf that requires grad.
 
     Parameters
     ----------
     data : array
         The values, an array of the active backend.
+    requires_grad : bool, default True
 
     Attributes
     ----------
     data : array
+        The raw array, which optimizers update and ``state_dict`` copies.
     grad : array or None
-        Sum of the gradients since the last ``zero_grad`` (``None`` if none yet).
+        Sum of the gradients since the last ``zero_grad`` (``None`` if none yet), a
+        raw array too.
     """
 
-    def __init__(self, data: Any):
-        self.data = data
-        self.grad = None
+    __slots__ = ()
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
-
-    @property
-    def dtype(self) -> Any:
-        return self.data.dtype
+    def __init__(self, data: Any, requires_grad: bool = True):
+        super().__init__(data, requires_grad=requires_grad)
 
     def accumulate(self, grad: Any) -> None:
         """Add ``grad`` into ``self.grad`` (the first call stores it as is)."""
@@ -99,14 +110,79 @@ class Module:
 
     # -- calling ----------------------------------------------------------------
 
-    def __call__(self, x: Any) -> Any:
-        return self.forward(x)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if type(self).backward is not Module.backward:
+            return self._call_hand_written(*args, **kwargs)
+        if args and not isinstance(args[0], Tensor) and hasattr(args[0], "shape"):
+            return self._call_layerwise(*args, **kwargs)
+        if not self.training and is_grad_enabled() and not _any_requires_grad(args):
+            with no_grad():
+                return self.forward(*args, **kwargs)
+        return self.forward(*args, **kwargs)
 
-    def forward(self, x: Any) -> Any:
+    def _call_hand_written(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """A module that defines its own ``backward`` on arrays, the classic way: called
+        with an array it runs as written; called with a Tensor it becomes one node of
+        the graph, whose backward is the module's (which accumulates its parameters'
+        gradients itself)."""
+        if not isinstance(x, Tensor):
+            return self.forward(x, *args, **kwargs)
+        if not self.training or not is_grad_enabled():
+            with no_grad():
+                return Tensor(self.forward(x.data, *args, **kwargs))
+        return _HandWritten.apply(x, *self.parameters(), module=self, args=(args, kwargs))
+
+    def _call_layerwise(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """``y = m(array)``: run forward on the graph, return the output's array, and
+        keep the call's graph for :meth:`backward` (training mode only)."""
+        if not self.training or not is_grad_enabled():
+            with no_grad():
+                return _unwrap(self.forward(Tensor(x), *args, **kwargs))
+        inp = Tensor(x)
+        inp._requires_grad = _is_floating(x)
+        out = self.forward(inp, *args, **kwargs)
+        if not isinstance(out, Tensor):
+            raise TypeError(
+                f"{self._label()}: layer-wise backward needs forward() to return one Tensor, "
+                f"got {type(out).__name__}"
+            )
+        calls = self.__dict__.get("_calls")
+        if calls is None:
+            calls = []
+            object.__setattr__(self, "_calls", calls)
+        calls.append((inp, out))
+        if len(calls) > MAX_PENDING_CALLS:
+            del calls[0]
+        return out.data
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
     def backward(self, grad_output: Any) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
+        """Layer-wise backward of the latest ``y = m(array)`` call in training mode.
+
+        Adds the parameter gradients into ``Parameter.grad`` and returns the gradient
+        with respect to that call's input (``None`` when no gradient flows back to
+        it, e.g. through a first convolution with ``needs_input_grad = False``).
+        """
+        calls = self.__dict__.get("_calls")
+        if not calls:
+            raise RuntimeError(
+                f"{self._label()}: backward() called without a preceding forward() in "
+                "training mode (eval-mode forward caches nothing; call model.train(); "
+                "each forward allows one backward)"
+            )
+        inp, out = calls.pop()
+        if isinstance(grad_output, Tensor):
+            grad_output = grad_output.data
+        if hasattr(grad_output, "shape") and tuple(grad_output.shape) != out.shape:
+            raise ValueError(
+                f"{self._label()}: expected a gradient of the output's shape {out.shape}, "
+                f"got shape {tuple(grad_output.shape)}"
+            )
+        if out.requires_grad:
+            out.backward(grad_output)
+        return inp.grad
 
     # -- traversal ----------------------------------------------------------------
 
@@ -157,9 +233,15 @@ class Module:
         return self.train(False)
 
     def _clear_cache(self) -> None:
-        """Drop what forward kept for backward (layers with a cache override this)."""
-        if "_cache" in self.__dict__:
+        """Drop the layer-wise calls still waiting for backward."""
+        if self.__dict__.get("_calls"):
+            object.__setattr__(self, "_calls", [])
+        if "_cache" in self.__dict__:  # a hand-written layer's own cache
             object.__setattr__(self, "_cache", None)
+
+    def _pending(self) -> int:
+        """How many layer-wise forward calls still wait for their backward."""
+        return len(self.__dict__.get("_calls") or ())
 
     def zero_grad(self) -> None:
         """Reset every parameter's gradient to ``None``."""
@@ -315,7 +397,10 @@ class Module:
 
     def _check_backend(self, x: Any) -> None:
         """Raise if ``x`` lives on another backend than this module's parameters."""
+        x = x.data if isinstance(x, Tensor) else x
         for param in self._parameters.values():
+            if param is None:
+                continue
             have, want = backends.namespace_name(x), backends.namespace_name(param.data)
             if have != want:
                 raise TypeError(
@@ -326,7 +411,7 @@ class Module:
             return
 
     def _require_cache(self) -> Any:
-        """Return the forward cache, or explain why there is none."""
+        """For hand-written layers: their forward cache, or a message saying why none."""
         cache = self.__dict__.get("_cache")
         if cache is None:
             raise RuntimeError(
@@ -334,6 +419,38 @@ class Module:
                 "training mode (eval-mode forward caches nothing; call model.train())"
             )
         return cache
+
+
+class _HandWritten(Function):
+    """A module with its own array ``backward`` as one node of the graph. Its parameters
+    are inputs only so that the call is recorded when they alone require grad."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Any, *params: Any, module: Module, args: Any) -> Any:
+        ctx.module = module
+        ctx.count = len(params)
+        return module.forward(x, *args[0], **args[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
+        return (ctx.module.backward(grad),) + (None,) * ctx.count
+
+
+def _any_requires_grad(args: tuple[Any, ...]) -> bool:
+    return any(isinstance(a, Tensor) and a.requires_grad for a in args)
+
+
+def _is_floating(x: Any) -> bool:
+    return backends.array_namespace(x).isdtype(x.dtype, "real floating")
+
+
+def _unwrap(value: Any) -> Any:
+    """Tensors to their arrays (also inside a tuple), for the layer-wise API."""
+    if isinstance(value, Tensor):
+        return value.data
+    if isinstance(value, tuple):
+        return tuple(_unwrap(v) for v in value)
+    return value
 
 
 def _cast(value: Any, dtype_name: str) -> Any:

@@ -1,8 +1,8 @@
 """Pooling layers ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d`` (math: ``xcnn.ops.pool``).
 
-No parameters. In training mode MaxPool2d keeps the argmax window offsets of its
-forward pass (small integers, not the input), the average pools keep only the
-input shape; in eval mode they keep nothing.
+No parameters. A training-mode max pool's graph node keeps the argmax window
+offsets of its forward pass (small integers, not the input), the average pools'
+only the input shape; in eval mode nothing is kept.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from xcnn import backends
+from xcnn.autograd import Tensor
 from xcnn.backends import array_namespace
+from xcnn.nn import functional
 from xcnn.nn.module import Module
 from xcnn.ops import pool as F
 
@@ -25,6 +27,7 @@ def _compact(value: int | tuple[int, int]) -> str:
 
 
 def _check_input(label: str, x: Any) -> None:
+    x = x.data if isinstance(x, Tensor) else x
     try:
         xp = array_namespace(x)
     except TypeError:
@@ -32,14 +35,6 @@ def _check_input(label: str, x: Any) -> None:
     if not xp.isdtype(x.dtype, "real floating"):
         dtype = backends.dtype_name(x.dtype)
         raise TypeError(f"{label}: expected a floating-point input, got dtype {dtype}")
-
-
-def _check_grad(label: str, grad_output: Any, expected: tuple[int, ...]) -> None:
-    if tuple(grad_output.shape) != tuple(expected):
-        raise ValueError(
-            f"{label}: expected a gradient of the output's shape {tuple(expected)}, "
-            f"got shape {tuple(grad_output.shape)}"
-        )
 
 
 class _Pool2d(Module):
@@ -57,7 +52,6 @@ class _Pool2d(Module):
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
-        self._cache = None
 
     def extra_repr(self) -> str:
         return (
@@ -104,35 +98,11 @@ class MaxPool2d(_Pool2d):
     def forward(self, x: Any) -> Any:
         return self._forward(x, relu=False)
 
-    def _forward(self, x: Any, relu: bool) -> Any:
+    def _forward(self, x: Tensor, relu: bool) -> Tensor:
         """Forward, with ``relu=True`` also the ReLU that ``Sequential`` fuses into it."""
         _check_input(self._label(), x)
-        shape = tuple(x.shape)
-        self._geometry(shape)
-        if not self.training:  # nothing to route a gradient to: skip the argmax
-            return F.max_pool2d(
-                x, self.kernel_size, self.stride, self.padding, return_indices=False, relu=relu
-            )
-        y, indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, relu=relu)
-        # The fused ReLU's backward needs its output's sign; y is the next layer's input
-        # anyway, so keeping it costs no memory.
-        self._cache = (indices, shape, y if relu else None)
-        return y
-
-    def backward(self, grad_output: Any) -> Any:
-        indices, shape, relu_output = self._require_cache()
-        _check_grad(self._label(), grad_output, tuple(indices.shape))
-        gx = F.max_pool2d_backward(
-            grad_output,
-            indices,
-            shape,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            relu_output=relu_output,
-        )
-        self._cache = None
-        return gx
+        self._geometry(tuple(x.shape))
+        return functional.MaxPool2d.apply(x, self.kernel_size, self.stride, self.padding, relu=relu)
 
 
 class AvgPool2d(_Pool2d):
@@ -160,22 +130,10 @@ class AvgPool2d(_Pool2d):
            [1., 1.]], dtype=float32)
     """
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Tensor) -> Tensor:
         _check_input(self._label(), x)
-        shape = tuple(x.shape)
-        self._geometry(shape)
-        y = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
-        if self.training:
-            self._cache = shape
-        return y
-
-    def backward(self, grad_output: Any) -> Any:
-        shape = self._require_cache()
-        g = self._geometry(shape)
-        _check_grad(self._label(), grad_output, (shape[0], shape[1], g.oh, g.ow))
-        gx = F.avg_pool2d_backward(grad_output, shape, self.kernel_size, self.stride, self.padding)
-        self._cache = None
-        return gx
+        self._geometry(tuple(x.shape))
+        return functional.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
 
 class AdaptiveAvgPool2d(Module):
@@ -202,7 +160,6 @@ class AdaptiveAvgPool2d(Module):
         super().__init__()
         F.check_global_size("AdaptiveAvgPool2d", output_size)
         self.output_size = output_size
-        self._cache = None
 
     def extra_repr(self) -> str:
         return f"output_size={_compact(self.output_size)}"
@@ -215,14 +172,4 @@ class AdaptiveAvgPool2d(Module):
             raise ValueError(f"{label}: expected a 4-D input (N, C, H, W), got shape {shape}")
         if shape[2] < 1 or shape[3] < 1:
             raise ValueError(f"{label}: expected a non-empty H x W, got shape {shape}")
-        y = F.adaptive_avg_pool2d(x, 1)
-        if self.training:
-            self._cache = shape
-        return y
-
-    def backward(self, grad_output: Any) -> Any:
-        shape = self._require_cache()
-        _check_grad(self._label(), grad_output, (shape[0], shape[1], 1, 1))
-        gx = F.adaptive_avg_pool2d_backward(grad_output, shape)
-        self._cache = None
-        return gx
+        return functional.adaptive_avg_pool2d(x, 1)

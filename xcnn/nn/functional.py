@@ -1,0 +1,511 @@
+"""``xcnn.nn.functional``: the layers' math as functions of Tensors, PyTorch's signatures.
+
+``import xcnn.nn.functional as F``. Each function is a ``Function`` (see
+``xcnn/autograd/function.py``) over a forward/backward pair of ``xcnn.ops``: the
+forward calls the op, the backward calls the op's backward. That pair is the only
+copy of the math; the ``nn`` layers call these functions too, in both the graph API
+and the layer-wise API.
+
+Arguments may be Tensors or plain arrays of the active backend; the result is a
+Tensor, recorded when grad mode is on and an input requires grad.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from xcnn import backends
+from xcnn.autograd import Tensor
+from xcnn.autograd.function import Context, Function
+from xcnn.autograd.tensor import flatten as _flatten
+from xcnn.backends import array_namespace
+from xcnn.ops import activation as _act
+from xcnn.ops import batchnorm as _bn
+from xcnn.ops import conv as _conv
+from xcnn.ops import loss as _loss
+from xcnn.ops import pool as _pool
+from xcnn.ops.dropout import _check_p
+from xcnn.ops.dropout import dropout as _dropout
+from xcnn.ops.dropout import dropout_backward as _dropout_backward
+from xcnn.ops.linear import _check_linear, _linear, _linear_backward
+
+__all__ = [
+    "adaptive_avg_pool2d",
+    "avg_pool2d",
+    "batch_norm",
+    "conv2d",
+    "cross_entropy",
+    "dropout",
+    "flatten",
+    "leaky_relu",
+    "linear",
+    "log_softmax",
+    "max_pool2d",
+    "mse_loss",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "tanh",
+]
+
+
+def _data(value: Any) -> Any:
+    return value.data if isinstance(value, Tensor) else value
+
+
+# -- convolution and linear -------------------------------------------------------------
+
+
+class Conv2d(Function):
+    """``y = conv2d(x, weight) + bias`` (``xcnn.ops.conv2d`` / ``conv2d_backward``)."""
+
+    @staticmethod
+    def forward(
+        ctx: Context,
+        x: Any,
+        weight: Any,
+        bias: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+    ) -> Any:
+        # Off NumPy, backward reuses forward's unfolded input instead of unfolding again.
+        keep_cols = ctx.needs_input_grad[1] and _conv.reuses_cols(array_namespace(x))
+        y = _conv.conv2d(x, weight, bias, stride, padding, dilation, groups, return_cols=keep_cols)
+        y, cols = y if keep_cols else (y, None)
+        ctx.save_for_backward(x, weight, cols)
+        ctx.window = (stride, padding, dilation, groups, bias is not None)
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any, Any, Any]:
+        x, weight, cols = ctx.saved_tensors
+        stride, padding, dilation, groups, has_bias = ctx.window
+        gx, gw, gb = _conv.conv2d_backward(
+            grad,
+            x,
+            weight,
+            stride,
+            padding,
+            dilation,
+            groups,
+            cols=cols,
+            input_grad=ctx.needs_input_grad[0],
+            bias=has_bias,
+        )
+        return gx, gw, gb
+
+
+def conv2d(
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+) -> Tensor:
+    """2-D convolution over ``(N, C, H, W)``, as ``torch.nn.functional.conv2d``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xcnn
+    >>> import xcnn.nn.functional as F
+    >>> x = xcnn.tensor(np.ones((1, 1, 3, 3), dtype=np.float32))
+    >>> w = xcnn.tensor(np.ones((2, 1, 2, 2), dtype=np.float32), requires_grad=True)
+    >>> y = F.conv2d(x, w, padding=1)
+    >>> y.shape
+    (1, 2, 4, 4)
+    >>> y.sum().backward()
+    >>> w.grad[0, 0]
+    array([[9., 9.],
+           [9., 9.]], dtype=float32)
+    """
+    return Conv2d.apply(input, weight, bias, stride, padding, dilation, groups)
+
+
+class Linear(Function):
+    """``y = x W^T + b``, with ``relu=True`` also the ReLU after it, in one pass."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Any, weight: Any, bias: Any, relu: bool = False) -> Any:
+        _check_linear(x, weight, bias, "linear")
+        y = _linear(x, weight, bias, relu)
+        # The fused ReLU's backward needs its output's sign; y is the next layer's input
+        # anyway, so keeping it costs no memory.
+        ctx.save_for_backward(x, weight, y if relu else None)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any, Any, Any]:
+        x, weight, relu_output = ctx.saved_tensors
+        return _linear_backward(grad, x, weight, ctx.has_bias, relu_output)
+
+
+def linear(input: Any, weight: Any, bias: Any = None) -> Tensor:
+    """``input @ weight.T + bias``, as ``torch.nn.functional.linear`` (weight ``(out, in)``)."""
+    return Linear.apply(input, weight, bias)
+
+
+# -- activations -------------------------------------------------------------------------
+
+
+class ReLU(Function):
+    @staticmethod
+    def forward(ctx: Context, x: Any) -> Any:
+        y = _act.relu(x)
+        ctx.save_for_backward(x)
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (x,) = ctx.saved_tensors
+        return _act.relu_backward(grad, x)
+
+
+class LeakyReLU(Function):
+    @staticmethod
+    def forward(ctx: Context, x: Any, negative_slope: float = 0.01) -> Any:
+        ctx.save_for_backward(x)
+        ctx.slope = negative_slope
+        return _act.leaky_relu(x, negative_slope)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (x,) = ctx.saved_tensors
+        return _act.leaky_relu_backward(grad, x, ctx.slope)
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx: Context, x: Any) -> Any:
+        y = _act.sigmoid(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (y,) = ctx.saved_tensors
+        return _act.sigmoid_backward(grad, y)
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx: Context, x: Any) -> Any:
+        y = _act.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (y,) = ctx.saved_tensors
+        return _act.tanh_backward(grad, y)
+
+
+def relu(input: Any) -> Tensor:
+    """``max(input, 0)`` elementwise."""
+    return ReLU.apply(input)
+
+
+def leaky_relu(input: Any, negative_slope: float = 0.01) -> Tensor:
+    """``input`` where positive, ``negative_slope * input`` elsewhere."""
+    return LeakyReLU.apply(input, negative_slope=_act._slope(negative_slope, "leaky_relu"))
+
+
+def sigmoid(input: Any) -> Tensor:
+    """``1 / (1 + exp(-input))``, without overflow."""
+    return Sigmoid.apply(input)
+
+
+def tanh(input: Any) -> Tensor:
+    return Tanh.apply(input)
+
+
+class Softmax(Function):
+    """``y = softmax(x)``; ``gx = y * (g - sum(g * y))`` along ``dim``."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Any, dim: int = -1) -> Any:
+        y = _loss.softmax(x, axis=dim)
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (y,) = ctx.saved_tensors
+        xp = array_namespace(y)
+        return y * (grad - xp.sum(grad * y, axis=ctx.dim, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """``y = log_softmax(x)``; ``gx = g - exp(y) * sum(g)`` along ``dim``."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Any, dim: int = -1) -> Any:
+        y = _loss.log_softmax(x, axis=dim)
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (y,) = ctx.saved_tensors
+        xp = array_namespace(y)
+        return grad - xp.exp(y) * xp.sum(grad, axis=ctx.dim, keepdims=True)
+
+
+def softmax(input: Any, dim: int = -1) -> Tensor:
+    """Softmax along ``dim`` (PyTorch requires ``dim``; xcnn defaults to the last axis)."""
+    return Softmax.apply(input, dim=dim)
+
+
+def log_softmax(input: Any, dim: int = -1) -> Tensor:
+    """``log(softmax(input))`` along ``dim``, computed stably."""
+    return LogSoftmax.apply(input, dim=dim)
+
+
+# -- pooling -------------------------------------------------------------------------------
+
+
+class MaxPool2d(Function):
+    """Max pooling; with ``relu=True`` also a ReLU next to it (same values either order)."""
+
+    @staticmethod
+    def forward(
+        ctx: Context, x: Any, kernel_size: Any, stride: Any, padding: Any, relu: bool = False
+    ) -> Any:
+        window = (kernel_size, stride, padding)
+        if not ctx.needs_input_grad[0]:  # nothing to route a gradient to: skip the argmax
+            return _pool.max_pool2d(x, *window, return_indices=False, relu=relu)
+        y, indices = _pool.max_pool2d(x, *window, relu=relu)
+        ctx.save_for_backward(indices, y if relu else None)
+        ctx.meta = (tuple(x.shape), window)
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        indices, relu_output = ctx.saved_tensors
+        shape, window = ctx.meta
+        return _pool.max_pool2d_backward(grad, indices, shape, *window, relu_output=relu_output)
+
+
+def max_pool2d(
+    input: Any,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+) -> Tensor:
+    """2-D max pooling (floor mode); the gradient of a window goes to its first maximum."""
+    return MaxPool2d.apply(input, kernel_size, stride, padding)
+
+
+class AvgPool2d(Function):
+    @staticmethod
+    def forward(ctx: Context, x: Any, kernel_size: Any, stride: Any, padding: Any) -> Any:
+        ctx.meta = (tuple(x.shape), (kernel_size, stride, padding))
+        return _pool.avg_pool2d(x, kernel_size, stride, padding)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        shape, window = ctx.meta
+        return _pool.avg_pool2d_backward(grad, shape, *window)
+
+
+def avg_pool2d(
+    input: Any,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+) -> Tensor:
+    """2-D average pooling, zero padding counted in the divisor (PyTorch's default)."""
+    return AvgPool2d.apply(input, kernel_size, stride, padding)
+
+
+class AdaptiveAvgPool2d(Function):
+    @staticmethod
+    def forward(ctx: Context, x: Any, output_size: Any = 1) -> Any:
+        ctx.shape = tuple(x.shape)
+        return _pool.adaptive_avg_pool2d(x, output_size)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        return _pool.adaptive_avg_pool2d_backward(grad, ctx.shape)
+
+
+def adaptive_avg_pool2d(input: Any, output_size: int | tuple[int, int]) -> Tensor:
+    """Global average pooling (``output_size`` 1); other sizes raise ``ValueError``."""
+    return AdaptiveAvgPool2d.apply(input, output_size=output_size)
+
+
+# -- dropout and batch norm ------------------------------------------------------------------
+
+
+class Dropout(Function):
+    @staticmethod
+    def forward(ctx: Context, x: Any, p: float, generator: Any) -> Any:
+        y, mask = _dropout(x, p, generator)
+        ctx.save_for_backward(mask)
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (mask,) = ctx.saved_tensors
+        return _dropout_backward(grad, mask)
+
+
+def dropout(input: Any, p: float = 0.5, training: bool = True, *, generator: Any = None) -> Tensor:
+    """Zero elements with probability ``p`` and scale the rest by ``1/(1-p)`` when training.
+
+    ``generator`` (an ``xcnn.backends.Generator``) draws the mask; by default a new one
+    seeded from xcnn's generator (``xcnn.manual_seed``).
+    """
+    p = _check_p(p, "dropout")
+    if not training:
+        return input if isinstance(input, Tensor) else Tensor(input)
+    return Dropout.apply(input, p=p, generator=generator or backends.Generator())
+
+
+class BatchNormTrain(Function):
+    """Normalise with the batch's statistics; ``update(cache)`` moves the running ones."""
+
+    @staticmethod
+    def forward(
+        ctx: Context,
+        x: Any,
+        weight: Any,
+        bias: Any,
+        eps: float = 1e-5,
+        update: Callable[[Any], None] | None = None,
+    ) -> Any:
+        y, cache = _bn.batch_norm_train(x, weight, bias, eps)
+        if update is not None:
+            update(cache)
+        ctx.save_for_backward(weight, *cache)
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any, Any, Any]:
+        weight, *cache = ctx.saved_tensors
+        return _bn.batch_norm_backward(grad, _bn.BatchNormCache(*cache), weight)
+
+
+class BatchNormEval(Function):
+    """Normalise with fixed running statistics."""
+
+    @staticmethod
+    def forward(
+        ctx: Context,
+        x: Any,
+        weight: Any,
+        bias: Any,
+        running_mean: Any = None,
+        running_var: Any = None,
+        eps: float = 1e-5,
+    ) -> Any:
+        ctx.save_for_backward(x, weight, running_mean, running_var)
+        ctx.eps = eps
+        return _bn.batch_norm_eval(x, running_mean, running_var, weight, bias, eps)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any, Any, Any]:
+        x, weight, mean, var = ctx.saved_tensors
+        return _bn.batch_norm_eval_backward(grad, x, mean, var, weight, ctx.eps)
+
+
+def batch_norm(
+    input: Any,
+    running_mean: Any,
+    running_var: Any,
+    weight: Any = None,
+    bias: Any = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Batch normalization, as ``torch.nn.functional.batch_norm``.
+
+    In training (or without running statistics) the batch's own statistics normalise
+    the input, and ``running_mean``/``running_var`` (arrays, when given) are updated in
+    place with ``momentum``; otherwise the running statistics are used.
+    """
+    mean, var = _data(running_mean), _data(running_var)
+    if training or mean is None:
+        _bn.check_batch("batch_norm", tuple(_data(input).shape))
+        update = None
+        if mean is not None:
+
+            def update(cache: Any) -> None:
+                new_mean, new_var = _bn.batch_norm_update_running(mean, var, cache, momentum)
+                mean[...] = new_mean
+                var[...] = new_var
+
+        return BatchNormTrain.apply(input, weight, bias, eps=eps, update=update)
+    return BatchNormEval.apply(input, weight, bias, running_mean=mean, running_var=var, eps=eps)
+
+
+# -- losses --------------------------------------------------------------------------------
+
+
+def _check_reduction(reduction: str, who: str) -> None:
+    if reduction != "mean":
+        raise ValueError(
+            f"{who}: reduction={reduction!r} is not supported yet; only 'mean' is "
+            "(reduce a per-element loss yourself, e.g. with F.log_softmax)"
+        )
+
+
+class CrossEntropy(Function):
+    """Mean softmax cross-entropy from logits and integer targets (fused and stable)."""
+
+    @staticmethod
+    def forward(ctx: Context, logits: Any, targets: Any, who: str = "cross_entropy") -> Any:
+        _loss._check_cross_entropy(logits, targets, who)
+        loss, cache = _loss._softmax_cross_entropy(logits, targets)
+        ctx.save_for_backward(*cache)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any, None]:
+        cache = ctx.saved_tensors
+        return _loss.softmax_cross_entropy_backward(tuple(cache), grad), None
+
+
+def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean cross-entropy of ``softmax(input)`` against integer class ``target``.
+
+    Shapes: ``input (N, C)`` logits, ``target (N,)`` integers in ``[0, C)`` -> ``()``.
+    """
+    _check_reduction(reduction, "cross_entropy")
+    return CrossEntropy.apply(input, target)
+
+
+class MSE(Function):
+    @staticmethod
+    def forward(ctx: Context, x: Any, target: Any, who: str = "mse_loss") -> Any:
+        target = _loss._check_mse(x, target, who)
+        loss, cache = _loss._mse_loss(x, target)
+        ctx.cache = cache
+        ctx.target_shape = tuple(target.shape)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any, Any]:
+        gx = _loss.mse_loss_backward(ctx.cache, grad)
+        gt = -gx if ctx.needs_input_grad[1] else None
+        return gx, gt
+
+
+def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean of ``(input - target)**2`` over all elements."""
+    _check_reduction(reduction, "mse_loss")
+    return MSE.apply(input, target)
+
+
+def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge dimensions ``start_dim..end_dim`` into one, as ``torch.flatten``."""
+    return _flatten(input if isinstance(input, Tensor) else Tensor(input), start_dim, end_dim)
