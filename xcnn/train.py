@@ -1,12 +1,16 @@
 """The training loop: ``fit``, ``evaluate``, the ``History`` they record, and a plot of it.
 
-One step of ``fit``::
+One step of ``fit``, on the graph (``xcnn.Tensor``)::
 
     optimizer.zero_grad()
-    logits = model(x)                       # (N, classes)
-    loss = loss_fn(logits, y)               # 0-d array on the backend
-    model.backward(loss_fn.backward())      # grads accumulate on the Parameters
+    logits = model(xcnn.Tensor(x))          # (N, classes); records the graph
+    loss = loss_fn(logits, y)               # 0-d Tensor
+    loss.backward()                         # grads accumulate on the Parameters
     optimizer.step()
+
+Any module trains this way: an ``nn.Sequential``, a ``Module`` subclass that writes
+only ``forward``, or a layer with a hand-written array ``backward``; ``loss_fn`` is
+a loss module or any function of Tensors (``F.cross_entropy``, a custom loss).
 
 Metrics stay on the device: each step adds ``loss * N`` and the number of
 correct predictions into 0-d arrays, and the host reads them only every
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from xcnn import backends
+from xcnn.autograd import Tensor, no_grad
 from xcnn.io import atomic_write, load, save
 
 __all__ = ["History", "TrainingDiverged", "evaluate", "fit", "plot_history"]
@@ -159,6 +164,11 @@ class History:
 # -- metrics on the device ------------------------------------------------------------
 
 
+def _array(value: Any) -> Any:
+    """A Tensor's array (a loss function may return either)."""
+    return value.data if isinstance(value, Tensor) else value
+
+
 class _Metrics:
     """Running sums as 0-d device arrays; :meth:`read` is the only host transfer.
 
@@ -232,7 +242,7 @@ def evaluate(model: Any, loader: Iterable, loss_fn: Any = None) -> dict[str, flo
     loader : iterable of (x, y)
         E.g. an ``xcnn.data.DataLoader``; ``y`` are class indices ``(N,)``.
     loss_fn : callable, optional
-        ``loss_fn(logits, y)`` returning a 0-d array (the batch mean).
+        ``loss_fn(logits, y)`` returning the batch mean (a 0-d Tensor or array).
 
     Returns
     -------
@@ -260,8 +270,10 @@ def evaluate(model: Any, loader: Iterable, loss_fn: Any = None) -> dict[str, flo
     seen = 0
     try:
         for x, y in loader:
-            logits = model(x)
-            loss = None if loss_fn is None else loss_fn(logits, y)
+            with no_grad():
+                logits = model(Tensor(x))
+                loss = None if loss_fn is None else _array(loss_fn(logits, Tensor(y)))
+            logits = logits.data
             if metrics is None:
                 metrics = _Metrics(logits)
             metrics.add(loss, logits, y)
@@ -307,8 +319,9 @@ def fit(
     ----------
     model : xcnn.nn.Module
         Maps ``x`` ``(N, C, H, W)`` to logits ``(N, classes)``.
-    loss_fn : loss module
-        ``loss = loss_fn(logits, y)`` (0-d array) and ``dlogits = loss_fn.backward()``.
+    loss_fn : loss module or function
+        ``loss = loss_fn(logits, y)``, a 0-d Tensor (``nn.CrossEntropyLoss()``,
+        ``F.cross_entropy`` or a function of Tensors of your own).
     optimizer : xcnn.optim.Optimizer
     train_loader : iterable of (x, y)
         Typically an ``xcnn.data.DataLoader``; iterated once per epoch.
@@ -476,10 +489,17 @@ class _Epoch:
         try:
             for x, y in loader:
                 optimizer.zero_grad()
-                logits = model(x)
-                loss = loss_fn(logits, y)
-                model.backward(loss_fn.backward())
+                logits = model(Tensor(x))
+                loss = loss_fn(logits, Tensor(y))
+                if not isinstance(loss, Tensor) or not loss.requires_grad:
+                    raise TypeError(
+                        "xcnn.fit: loss_fn(logits, y) must return a 0-d xcnn.Tensor that "
+                        f"depends on the model's parameters, got {type(loss).__name__}; "
+                        "write the loss with Tensor operations or xcnn.nn.functional"
+                    )
+                loss.backward()
                 optimizer.step()
+                loss, logits = loss.data, logits.data
                 if metrics is None:
                     metrics = _Metrics(loss)
                 metrics.add(loss, logits, y)
