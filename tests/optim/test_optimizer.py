@@ -350,7 +350,7 @@ def test_bad_params_raise():
         optim.SGD(p, lr=0.1)
     with pytest.raises(ValueError, match="SGD: got an empty parameter list"):
         optim.SGD([], lr=0.1)
-    with pytest.raises(TypeError, match=r"entry 1: expected an xcnn\.nn\.Parameter, got ndarray"):
+    with pytest.raises(TypeError, match=r"entry 1: expected an xcnn\.nn\.Parameter .*got ndarray"):
         optim.SGD([p, HOST.asarray([1.0])], lr=0.1)
     with pytest.raises(ValueError, match="appears more than once"):
         optim.Adam([{"params": [p]}, {"params": [p]}])
@@ -378,3 +378,18 @@ def test_grad_on_another_backend_or_dtype_or_shape_raises():
     # Every gradient is checked before any update: the good parameter was left alone.
     np.testing.assert_array_equal(strict.to_numpy(first.data), [5.0])
     assert opt.state == {}
+
+
+def test_any_leaf_tensor_is_optimized_and_non_leaves_are_refused(backend):
+    from xcnn.autograd import Tensor
+
+    w = Tensor(backend.asarray(np.array([3.0, -2.0]), dtype="float64"), requires_grad=True)
+    opt = optim.SGD([w], lr=0.25)
+    for _ in range(3):
+        opt.zero_grad()
+        (w * w).sum().backward()
+        opt.step()
+    # w <- w - 0.25 * 2w = w / 2 each step
+    np.testing.assert_allclose(backend.to_numpy(w.data), [3.0 / 8, -2.0 / 8])
+    with pytest.raises(TypeError, match=r"entry 0: .*got a non-leaf Tensor"):
+        optim.SGD([w * 2.0], lr=0.1)

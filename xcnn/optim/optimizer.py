@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from xcnn import backends
+from xcnn.autograd import Tensor
 from xcnn.backends import array_namespace
 from xcnn.nn.module import Parameter
 
@@ -67,7 +68,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[Parameter, dict[str, Any]] = {}
-        if isinstance(params, Parameter):
+        if isinstance(params, Tensor):
             raise TypeError(
                 f"{self._name()}: params must be an iterable of Parameters or of "
                 "parameter-group dicts, got a single Parameter; pass [param]"
@@ -115,16 +116,18 @@ class Optimizer:
                 f"entry (keys: {sorted(group)})"
             )
         params = group["params"]
-        params = [params] if isinstance(params, Parameter) else list(params)
+        params = [params] if isinstance(params, Tensor) else list(params)
         if not params:
             raise ValueError(
                 f"{self._name()}: parameter group {len(self.param_groups)} has no parameters"
             )
         for i, param in enumerate(params):
-            if not isinstance(param, Parameter):
+            # Any leaf Tensor can be optimized, as in PyTorch (a Parameter is one).
+            if not isinstance(param, Tensor) or param.grad_fn is not None:
+                what = "a non-leaf Tensor" if isinstance(param, Tensor) else type(param).__name__
                 raise TypeError(
                     f"{self._name()}: parameter group {len(self.param_groups)}, entry {i}: "
-                    f"expected an xcnn.nn.Parameter, got {type(param).__name__}; pass "
+                    f"expected an xcnn.nn.Parameter (or a leaf xcnn.Tensor), got {what}; pass "
                     "model.parameters() or wrap arrays with xcnn.nn.Parameter(array)"
                 )
         known = {id(p) for g in self.param_groups for p in g["params"]}
