@@ -5,7 +5,7 @@ untested, so here each ``cupy.ElementwiseKernel`` body is compiled as plain C++,
 a loop over ``i`` that stands in for CUDA's grid of threads (every thread of an
 ElementwiseKernel runs the body once for its own ``i``, independently). A stand-in
 ``cupy`` module (NumPy, plus that compiler) is put in place while the Python side
-of ``_im2col_cupy`` and ``_pool_cupy`` runs, so their argument order, dtypes and
+of ``ops/_cupy/im2col.py`` and ``ops/_cupy/pool.py`` runs, so their argument order, dtypes and
 buffer shapes are exercised as well. The tests that use it (in ``test_im2col.py``
 and ``test_pool.py``) compare the results with the standard-only twins.
 
@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xcnn.ops import _im2col_cupy, _pool_cupy
+from xcnn.ops._cupy import im2col as _im2col_cupy
+from xcnn.ops._cupy import pool as _pool_cupy
 
 CXX = shutil.which("g++") or shutil.which("c++")
 

@@ -147,7 +147,7 @@ def test_numpy_chunks_equal_standard_twin(backend, rng, monkeypatch, window, out
     """
     if fast_path(backend.xp) != "numpy":
         pytest.skip("the chunked path is NumPy's")
-    from xcnn.ops import _conv_numpy
+    from xcnn.ops._numpy import conv as _conv_numpy
 
     # 1 to 5 images per chunk for these shapes: 7 images make 2 to 7 chunks, the last partial.
     monkeypatch.setattr(_conv_numpy, "_CHUNK_BYTES", 2 * 4 * (8 + 4 * 9) * 9 * 12)

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xcnn.ops import _im2col_cupy, _pool_cupy, standard_only
-from xcnn.ops.im2col import geometry, im2col
+from xcnn.ops import im2col, standard_only
+from xcnn.ops._cupy import im2col as _im2col_cupy
+from xcnn.ops._cupy import pool as _pool_cupy
+from xcnn.ops._geometry import geometry
 
 
 def test_a_wrong_kernel_is_caught(cupy_on_cpu, monkeypatch):

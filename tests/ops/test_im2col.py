@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from xcnn import backends
-from xcnn.ops import _im2col_cupy, col2im, im2col, output_size, standard_only
+from xcnn.ops import col2im, im2col, output_size, standard_only
+from xcnn.ops._cupy import im2col as _im2col_cupy
 from xcnn.ops._dispatch import fast_path
-from xcnn.ops.im2col import geometry
+from xcnn.ops._geometry import geometry
 
 
 def _random_window(rng):

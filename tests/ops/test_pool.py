@@ -8,7 +8,6 @@ import torch
 
 from xcnn import backends
 from xcnn.ops import (
-    _pool_cupy,
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
     avg_pool2d,
@@ -19,7 +18,8 @@ from xcnn.ops import (
     relu_backward,
     standard_only,
 )
-from xcnn.ops.pool import pool_geometry
+from xcnn.ops._cupy import pool as _pool_cupy
+from xcnn.ops._geometry import pool_geometry
 from xcnn.testing import gradcheck
 
 TF = torch.nn.functional

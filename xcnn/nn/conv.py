@@ -12,7 +12,7 @@ from typing import Any
 from xcnn.nn import functional as F
 from xcnn.nn import init
 from xcnn.nn.module import Module
-from xcnn.ops._shapes import output_size, pair
+from xcnn.ops._geometry import output_size, pair
 
 __all__ = ["Conv2d"]
 

@@ -15,6 +15,7 @@ from xcnn.backends import array_namespace
 from xcnn.nn import functional
 from xcnn.nn.module import Module
 from xcnn.ops import pool as F
+from xcnn.ops._geometry import PoolGeometry, pool_geometry, pool_params
 
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "MaxPool2d"]
 
@@ -48,7 +49,7 @@ class _Pool2d(Module):
     ):
         super().__init__()
         # Validate now so a bad model fails where it is built, not at its first batch.
-        F.pool_params(type(self).__name__, kernel_size, stride, padding)
+        pool_params(type(self).__name__, kernel_size, stride, padding)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
@@ -59,8 +60,8 @@ class _Pool2d(Module):
             f"padding={_compact(self.padding)}"
         )
 
-    def _geometry(self, shape: tuple[int, ...]) -> F.PoolGeometry:
-        return F.pool_geometry(self._label(), shape, self.kernel_size, self.stride, self.padding)
+    def _geometry(self, shape: tuple[int, ...]) -> PoolGeometry:
+        return pool_geometry(self._label(), shape, self.kernel_size, self.stride, self.padding)
 
 
 class MaxPool2d(_Pool2d):

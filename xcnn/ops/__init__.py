@@ -6,8 +6,8 @@ lacks (strided views, scatter-add, CUDA kernels) sits behind a dispatcher in
 """
 
 from xcnn.ops._dispatch import standard_only
+from xcnn.ops._geometry import output_size
 from xcnn.ops._recycle import empty_cache
-from xcnn.ops._shapes import output_size
 from xcnn.ops.activation import (
     leaky_relu,
     leaky_relu_backward,

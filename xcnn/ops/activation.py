@@ -91,7 +91,7 @@ def relu(x: Any) -> Any:
     """
     xp = _floating(x, "relu")
     if fast_path(xp) == "numpy" and x.flags.c_contiguous:
-        from xcnn.ops import _activation_numpy
+        from xcnn.ops._numpy import activation as _activation_numpy
 
         return _activation_numpy.relu(x)
     return xp.maximum(x, xp.asarray(0.0, dtype=x.dtype))
@@ -114,7 +114,7 @@ def relu_backward(gy: Any, x: Any) -> Any:
         and gy.flags.c_contiguous
         and x.flags.c_contiguous
     ):
-        from xcnn.ops import _activation_numpy
+        from xcnn.ops._numpy import activation as _activation_numpy
 
         return _activation_numpy.relu_backward(gy, x)
     # A 0/1 mask product, not xp.where (see the top of this file).

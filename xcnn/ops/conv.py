@@ -24,7 +24,7 @@ no gradient) and ``gb`` (``bias=False``, as in ``linear_backward``).
 
 Why this layout: the products above are matmuls batched over N on small
 ``(K, L)`` matrices, which were the fastest BLAS shapes we measured (they also map
-to one strided-batched cuBLAS call on CuPy). On NumPy, ``_conv_numpy`` does the same
+to one strided-batched cuBLAS call on CuPy). On NumPy, ``ops/_numpy/conv.py`` does the same
 math in cache-sized chunks of images, and computes ``gcols`` and its fold batch-last,
 because NumPy's slice-adds in col2im are slow on OW-long runs (see that file).
 Elsewhere the code below runs as written, on im2col/col2im, which have their own
@@ -38,7 +38,8 @@ from typing import Any
 from xcnn import backends
 from xcnn.backends import array_namespace
 from xcnn.ops._dispatch import fast_path
-from xcnn.ops.im2col import Geometry, col2im, geometry, im2col
+from xcnn.ops._geometry import Geometry, geometry
+from xcnn.ops.im2col import col2im, im2col
 
 __all__ = ["conv2d", "conv2d_backward"]
 
@@ -136,7 +137,7 @@ def conv2d(
     out_channels = int(weight.shape[0])
     window = ((g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
     if fast_path(xp) == "numpy":
-        from xcnn.ops import _conv_numpy
+        from xcnn.ops._numpy import conv as _conv_numpy
 
         y = _conv_numpy.conv2d(x, weight, bias, groups, g)
         return (y, im2col(x, *window)) if return_cols else y
@@ -153,7 +154,7 @@ def reuses_cols(xp: Any) -> bool:
     """Whether :func:`conv2d_backward` on namespace ``xp`` is faster given forward's ``cols``.
 
     False on NumPy, whose fast path re-unfolds each batch chunk while it is in cache
-    (see ``_conv_numpy``), so a layer need not keep ``cols`` between the passes.
+    (see ``ops/_numpy/conv.py``), so a layer need not keep ``cols`` between the passes.
     """
     return fast_path(xp) != "numpy"
 
@@ -242,7 +243,7 @@ def conv2d_backward(
 
     og, kg = out_channels // groups, rows // groups
     if fast_path(xp) == "numpy":
-        from xcnn.ops import _conv_numpy
+        from xcnn.ops._numpy import conv as _conv_numpy
 
         # cols is not needed: the fast path unfolds x again chunk by chunk, in cache.
         return _conv_numpy.conv2d_backward(grad_output, x, weight, groups, g, input_grad, bias)

@@ -8,7 +8,7 @@ Shapes (``G`` = groups is not involved here; conv2d reshapes the rows per group)
     cols[n, (c, i, j), (oh, ow)] = x_pad[n, c, oh*SH + i*DH, ow*SW + j*DW]
 
     x_pad = x zero-padded by (PH, PW) on each side
-    OH = (H + 2*PH - DH*(KH-1) - 1) // SH + 1      (xcnn.ops._shapes.output_size)
+    OH = (H + 2*PH - DH*(KH-1) - 1) // SH + 1      (xcnn.ops._geometry.output_size)
 
 Why this layout: with the weight viewed as ``Wm = W.reshape(O, C*KH*KW)`` the
 convolution is one batched matmul ``Wm @ cols -> (N, O, OH*OW)``, which *is* NCHW
@@ -31,74 +31,23 @@ Implementations (one dispatcher each, see ``xcnn.ops._dispatch``):
 
 * standard-only: zero-pad by slice assignment, take the KH*KW strided slices and
   stack them; col2im adds the KH*KW slices back into a padded buffer.
-* NumPy (``_im2col_numpy``): one copy from a strided window view; col2im by the
+* NumPy (``ops/_numpy/im2col.py``): one copy from a strided window view; col2im by the
   same KH*KW slice-adds done in place (integer-array ``+=`` would drop duplicates).
-* CuPy (``_im2col_cupy``): one gather kernel each; col2im gathers per input pixel
+* CuPy (``ops/_cupy/im2col.py``): one gather kernel each; col2im gathers per input pixel
   (deterministic, no atomics).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from array_api_compat import device
 
 from xcnn.backends import array_namespace
 from xcnn.ops._dispatch import fast_path
-from xcnn.ops._shapes import output_size, pair
+from xcnn.ops._geometry import Geometry, geometry, window_slices
 
 __all__ = ["col2im", "im2col"]
-
-
-class Geometry(NamedTuple):
-    """Kernel, stride, padding, dilation and output size of one sliding window op."""
-
-    kh: int
-    kw: int
-    sh: int
-    sw: int
-    ph: int
-    pw: int
-    dh: int
-    dw: int
-    oh: int
-    ow: int
-
-
-def geometry(
-    op: str,
-    input_shape: tuple[int, ...],
-    kernel_size: int | tuple[int, int],
-    stride: int | tuple[int, int],
-    padding: int | tuple[int, int],
-    dilation: int | tuple[int, int],
-) -> Geometry:
-    """Validate the window parameters against a ``(N, C, H, W)`` shape; ``op`` names the caller."""
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 4:
-        raise ValueError(f"{op}: expected a 4-D input (N, C, H, W), got shape {shape}")
-    kh, kw = pair(kernel_size, f"{op}: kernel_size")
-    sh, sw = pair(stride, f"{op}: stride")
-    ph, pw = pair(padding, f"{op}: padding")
-    dh, dw = pair(dilation, f"{op}: dilation")
-    if kh < 1 or kw < 1:
-        raise ValueError(f"{op}: kernel_size must be positive, got {(kh, kw)}")
-    if sh < 1 or sw < 1:
-        raise ValueError(f"{op}: stride must be positive, got {(sh, sw)}")
-    if ph < 0 or pw < 0:
-        raise ValueError(f"{op}: padding must be non-negative, got {(ph, pw)}")
-    if dh < 1 or dw < 1:
-        raise ValueError(f"{op}: dilation must be positive, got {(dh, dw)}")
-    h, w = shape[2], shape[3]
-    oh, ow = output_size(h, kh, sh, ph, dh), output_size(w, kw, sw, pw, dw)
-    if oh < 1 or ow < 1:
-        raise ValueError(
-            f"{op}: input of spatial size {(h, w)} with padding {(ph, pw)} is smaller than "
-            f"the dilated kernel {(dh * (kh - 1) + 1, dw * (kw - 1) + 1)}, which gives a "
-            f"non-positive output size {(oh, ow)}; use a larger input, more padding or a "
-            "smaller kernel"
-        )
-    return Geometry(kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
 
 
 def im2col(
@@ -136,11 +85,11 @@ def im2col(
     g = geometry("im2col", tuple(x.shape), kernel_size, stride, padding, dilation)
     path = fast_path(xp)
     if path == "numpy":
-        from xcnn.ops import _im2col_numpy
+        from xcnn.ops._numpy import im2col as _im2col_numpy
 
         return _im2col_numpy.im2col(x, g)
     if path == "cupy":
-        from xcnn.ops import _im2col_cupy
+        from xcnn.ops._cupy import im2col as _im2col_cupy
 
         return _im2col_cupy.im2col(x, g)
     return _im2col_standard(xp, x, g)
@@ -191,27 +140,14 @@ def col2im(
         )
     path = fast_path(xp)
     if path == "numpy":
-        from xcnn.ops import _im2col_numpy
+        from xcnn.ops._numpy import im2col as _im2col_numpy
 
         return _im2col_numpy.col2im(cols, (n, c, h, w), g)
     if path == "cupy":
-        from xcnn.ops import _im2col_cupy
+        from xcnn.ops._cupy import im2col as _im2col_cupy
 
         return _im2col_cupy.col2im(cols, (n, c, h, w), g)
     return _col2im_standard(xp, cols, (n, c, h, w), g)
-
-
-def _window_slices(g: Geometry, i: int, j: int) -> tuple[slice, slice]:
-    """Rows/columns of the padded image that kernel tap ``(i, j)`` reads, one per output.
-
-    The stop is exact (last index + 1), never past the end: array_api_strict rejects
-    out-of-bounds slice stops.
-    """
-    top, left = i * g.dh, j * g.dw
-    return (
-        slice(top, top + g.sh * (g.oh - 1) + 1, g.sh),
-        slice(left, left + g.sw * (g.ow - 1) + 1, g.sw),
-    )
 
 
 def _im2col_standard(xp: Any, x: Any, g: Geometry) -> Any:
@@ -224,7 +160,7 @@ def _im2col_standard(xp: Any, x: Any, g: Geometry) -> Any:
     taps = []
     for i in range(g.kh):
         for j in range(g.kw):
-            rows, columns = _window_slices(g, i, j)
+            rows, columns = window_slices(g, i, j)
             taps.append(padded[:, :, rows, columns])
     cols = xp.stack(taps, axis=2)  # (N, C, KH*KW, OH, OW)
     return xp.reshape(cols, (n, c * g.kh * g.kw, g.oh * g.ow))
@@ -236,7 +172,7 @@ def _col2im_standard(xp: Any, cols: Any, shape: tuple[int, int, int, int], g: Ge
     padded = xp.zeros((n, c, h + 2 * g.ph, w + 2 * g.pw), dtype=cols.dtype, device=device(cols))
     for i in range(g.kh):
         for j in range(g.kw):
-            rows, columns = _window_slices(g, i, j)
+            rows, columns = window_slices(g, i, j)
             padded[:, :, rows, columns] = padded[:, :, rows, columns] + taps[:, :, i, j, ...]
     if g.ph or g.pw:
         return padded[:, :, g.ph : g.ph + h, g.pw : g.pw + w]

@@ -97,7 +97,7 @@ def linear(x: Any, weight: Any, bias: Any = None, *, relu: bool = False) -> Any:
 
 def _linear(x: Any, weight: Any, bias: Any, relu: bool = False) -> Any:
     if fast_path(array_namespace(x, weight)) == "numpy":
-        from xcnn.ops import _linear_numpy
+        from xcnn.ops._numpy import linear as _linear_numpy
 
         return _linear_numpy.linear(x, weight, bias, relu)
     # weight.T is a view; NumPy's matmul hands the transposed layout to BLAS as is.
@@ -153,7 +153,7 @@ def _linear_backward(
     if relu_output is not None:  # the fused ReLU's backward, on every path
         gy = activation.relu_backward(gy, relu_output)
     if fast_path(xp) == "numpy":
-        from xcnn.ops import _linear_numpy
+        from xcnn.ops._numpy import linear as _linear_numpy
 
         return _linear_numpy.linear_backward(gy, x, weight, bias)
     gx = gy @ weight

@@ -3,7 +3,7 @@
 Shapes (floor mode, as PyTorch's default)::
 
     x: (N, C, H, W)  ->  y: (N, C, OH, OW)
-    OH = (H + 2*PH - KH) // SH + 1            (xcnn.ops._shapes.output_size; stride
+    OH = (H + 2*PH - KH) // SH + 1            (xcnn.ops._geometry.output_size; stride
     OW = (W + 2*PW - KW) // SW + 1             defaults to the kernel size)
 
 Window (oh, ow) covers the padded pixels ``x_pad[oh*SH + i, ow*SW + j]`` for window
@@ -38,10 +38,10 @@ Implementations of max pooling (one dispatcher, see ``xcnn.ops._dispatch``):
 * standard-only: a loop over the KH*KW window offsets (never over output positions)
   with strided slices, keeping a running max and running argmax; backward adds the
   KH*KW masked slices ``where(indices == k, gy, 0)`` back.
-* NumPy (``_pool_numpy``): the same loop with in-place ufuncs, a two-stage
+* NumPy (``ops/_numpy/pool.py``): the same loop with in-place ufuncs, a two-stage
   pairwise kernel for the common 2x2 / stride-2 case, direct writes (no
   accumulation) when windows do not overlap.
-* CuPy (``_pool_cupy``): one kernel per output for max+argmax; backward gathers,
+* CuPy (``ops/_cupy/pool.py``): one kernel per output for max+argmax; backward gathers,
   for each input pixel, the windows that cover it (deterministic, no atomics).
 
 Average pooling is standard-only everywhere: KH*KW strided slice-adds are already
@@ -50,7 +50,7 @@ what a fast path would do.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from array_api_compat import device
 
@@ -58,7 +58,12 @@ from xcnn import backends
 from xcnn.backends import array_namespace
 from xcnn.ops import activation
 from xcnn.ops._dispatch import fast_path
-from xcnn.ops._shapes import output_size, pair
+from xcnn.ops._geometry import (
+    PoolGeometry,
+    index_dtype,
+    pool_geometry,
+    window_index,
+)
 
 __all__ = [
     "adaptive_avg_pool2d",
@@ -68,72 +73,6 @@ __all__ = [
     "max_pool2d",
     "max_pool2d_backward",
 ]
-
-
-class PoolGeometry(NamedTuple):
-    """Kernel, stride, padding and output size of one pooling op."""
-
-    kh: int
-    kw: int
-    sh: int
-    sw: int
-    ph: int
-    pw: int
-    oh: int
-    ow: int
-
-
-def pool_params(
-    label: str,
-    kernel_size: int | tuple[int, int],
-    stride: int | tuple[int, int] | None,
-    padding: int | tuple[int, int],
-) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Validate kernel/stride/padding on their own (no input needed); ``label`` names the caller."""
-    kh, kw = pair(kernel_size, f"{label}: kernel_size")
-    sh, sw = (kh, kw) if stride is None else pair(stride, f"{label}: stride")
-    ph, pw = pair(padding, f"{label}: padding")
-    if kh < 1 or kw < 1:
-        raise ValueError(f"{label}: kernel_size must be positive, got {(kh, kw)}")
-    if sh < 1 or sw < 1:
-        raise ValueError(f"{label}: stride must be positive, got {(sh, sw)}")
-    if ph < 0 or pw < 0:
-        raise ValueError(f"{label}: padding must be non-negative, got {(ph, pw)}")
-    if ph > kh // 2 or pw > kw // 2:
-        # PyTorch's rule; it also guarantees every window holds at least one real pixel.
-        raise ValueError(
-            f"{label}: padding {(ph, pw)} must be at most half the kernel size {(kh, kw)} "
-            f"(at most {(kh // 2, kw // 2)}), as in PyTorch"
-        )
-    return (kh, kw), (sh, sw), (ph, pw)
-
-
-def pool_geometry(
-    label: str,
-    input_shape: tuple[int, ...],
-    kernel_size: int | tuple[int, int],
-    stride: int | tuple[int, int] | None,
-    padding: int | tuple[int, int],
-) -> PoolGeometry:
-    """Validate a pooling window against a ``(N, C, H, W)`` shape; ``label`` names the caller."""
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 4:
-        raise ValueError(f"{label}: expected a 4-D input (N, C, H, W), got shape {shape}")
-    (kh, kw), (sh, sw), (ph, pw) = pool_params(label, kernel_size, stride, padding)
-    h, w = shape[2], shape[3]
-    oh, ow = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
-    if oh < 1 or ow < 1:
-        raise ValueError(
-            f"{label}: input of spatial size {(h, w)} with padding {(ph, pw)} is smaller than "
-            f"the kernel {(kh, kw)}, which gives a non-positive output size {(oh, ow)}; "
-            "use a larger input, more padding or a smaller kernel"
-        )
-    return PoolGeometry(kh, kw, sh, sw, ph, pw, oh, ow)
-
-
-def index_dtype(xp: Any, window: int) -> Any:
-    """dtype of max-pool ``indices`` for a window of ``window`` elements."""
-    return xp.int8 if window <= 127 else xp.int32
 
 
 def _check_float(label: str, xp: Any, x: Any) -> None:
@@ -149,17 +88,6 @@ def _check_grad(label: str, grad_output: Any, input_shape: tuple[int, ...], g: P
             f"{label}: grad_output has shape {tuple(grad_output.shape)}, expected {expected} "
             f"(the forward output for input shape {tuple(input_shape)})"
         )
-
-
-def window_index(i: int, j: int, g: PoolGeometry) -> tuple:
-    """Index of the (N, C, OH, OW) strided slice of window offset (i, j) in the padded input."""
-    # Exact stops keep the slice in bounds, as array-api-strict requires.
-    return (
-        slice(None),
-        slice(None),
-        slice(i, i + g.sh * (g.oh - 1) + 1, g.sh),
-        slice(j, j + g.sw * (g.ow - 1) + 1, g.sw),
-    )
 
 
 def _window(a: Any, i: int, j: int, g: PoolGeometry) -> Any:
@@ -238,13 +166,13 @@ def max_pool2d(
     _check_float("max_pool2d", xp, x)
     path = fast_path(xp)
     if path == "numpy":
-        from xcnn.ops import _pool_numpy
+        from xcnn.ops._numpy import pool as _pool_numpy
 
         if not return_indices:
             return _pool_numpy.max_pool2d_values(x, g, relu)
         return _pool_numpy.max_pool2d(x, g, relu)
     if path == "cupy":
-        from xcnn.ops import _pool_cupy
+        from xcnn.ops._cupy import pool as _pool_cupy
 
         y, indices = _pool_cupy.max_pool2d(x, g)
     elif not return_indices:
@@ -304,13 +232,13 @@ def max_pool2d_backward(
     shape = tuple(int(s) for s in input_shape)
     path = fast_path(xp)
     if path == "numpy":
-        from xcnn.ops import _pool_numpy
+        from xcnn.ops._numpy import pool as _pool_numpy
 
         return _pool_numpy.max_pool2d_backward(grad_output, indices, shape, g, relu_output)
     if relu_output is not None:
         grad_output = activation.relu_backward(grad_output, relu_output)
     if path == "cupy":
-        from xcnn.ops import _pool_cupy
+        from xcnn.ops._cupy import pool as _pool_cupy
 
         return _pool_cupy.max_pool2d_backward(grad_output, indices, shape, g)
     return _max_pool2d_backward_standard(xp, grad_output, indices, shape, g)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from xcnn.ops.im2col import Geometry, _window_slices
+from xcnn.ops._geometry import Geometry, window_slices
 
 
 def im2col(x: np.ndarray, g: Geometry) -> np.ndarray:
@@ -37,7 +37,7 @@ def col2im(cols: np.ndarray, shape: tuple[int, int, int, int], g: Geometry) -> n
     padded = np.zeros((n, c, h + 2 * g.ph, w + 2 * g.pw), dtype=cols.dtype)
     for i in range(g.kh):
         for j in range(g.kw):
-            rows, columns = _window_slices(g, i, j)
+            rows, columns = window_slices(g, i, j)
             padded[:, :, rows, columns] += taps[:, :, i, j]
     if g.ph or g.pw:
         return np.ascontiguousarray(padded[:, :, g.ph : g.ph + h, g.pw : g.pw + w])

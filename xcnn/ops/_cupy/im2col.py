@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from xcnn.ops.im2col import Geometry
+from xcnn.ops._geometry import Geometry
 
 _GEOMETRY_PARAMS = (
     "int64 H, int64 W, int64 OH, int64 OW, int64 KH, int64 KW, "

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from xcnn.ops import _recycle, _threads
-from xcnn.ops.pool import PoolGeometry, index_dtype, window_index
+from xcnn.ops._geometry import PoolGeometry, index_dtype, window_index
 
 
 def max_pool2d(x: np.ndarray, g: PoolGeometry, relu: bool) -> tuple[np.ndarray, np.ndarray]:

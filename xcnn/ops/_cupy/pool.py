@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from xcnn.ops.pool import PoolGeometry, index_dtype
+from xcnn.ops._geometry import PoolGeometry, index_dtype
 
 _GEOMETRY = (
     "int64 H, int64 W, int64 OH, int64 OW, int64 KH, int64 KW, "

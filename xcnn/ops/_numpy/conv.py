@@ -51,7 +51,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from xcnn.ops import _recycle, _threads
-from xcnn.ops.im2col import Geometry, _window_slices
+from xcnn.ops._geometry import Geometry, window_slices
 
 # A chunk's columns and matmul result stay under this many bytes, so they live in L2 cache.
 _CHUNK_BYTES = 1 << 20
@@ -295,7 +295,7 @@ def _grad_input(
             taps = gcols.reshape(c, g.kh, g.kw, g.oh, g.ow, m)
             for i in range(g.kh):
                 for j in range(g.kw):
-                    rows, cols = _window_slices(g, i, j)
+                    rows, cols = window_slices(g, i, j)
                     padded[:, rows, cols, :] += taps[:, i, j]
         cropped = padded[:, g.ph : g.ph + h, g.pw : g.pw + w, :]
         np.copyto(grad_x[start : start + m], cropped.transpose(3, 0, 1, 2))
