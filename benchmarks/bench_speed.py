@@ -5,10 +5,18 @@ same batches, and alternate round by round after a warm-up, so machine noise
 hits both alike. Each figure is the median of ``--rounds`` rounds. Peak memory
 is measured in child processes (one per framework) running the same loop.
 
+``--graph`` adds xcnn's graph API to every round, a third function next to the
+layer-wise step and PyTorch's: ``loss = crit(model(Tensor(x)), Tensor(y));
+loss.backward()`` for training, ``model(Tensor(x))`` under ``xcnn.no_grad()`` for
+inference, on the same model and batch.
+
     python benchmarks/bench_speed.py                       # NumPy vs torch CPU
+    python benchmarks/bench_speed.py --graph               # ... and xcnn's graph API
     XCNN_BACKEND=cupy python benchmarks/bench_speed.py     # CuPy vs torch CUDA
 
-Writes a markdown table to docs/benchmarks.md (``--out``) with date, machine and versions.
+Writes a markdown table to docs/benchmarks.md (``--out``) with date, machine and
+versions, between the markers ``<!-- results:numpy -->`` (``results:numpy-graph``
+with ``--graph``) and ``<!-- end -->``.
 """
 
 from __future__ import annotations
@@ -52,11 +60,17 @@ class Pair:
         self.x, self.y = backend.asarray(host_x), backend.asarray(host_y, dtype="int64")
         self.tx = torch.from_numpy(host_x).to(device)
         self.ty = torch.from_numpy(host_y).to(device)
+        self.gx, self.gy = xcnn.Tensor(self.x), xcnn.Tensor(self.y)
 
     def xcnn_train_step(self) -> None:
         self.opt.zero_grad()
         self.loss_fn(self.model(self.x), self.y)
         self.model.backward(self.loss_fn.backward())
+        self.opt.step()
+
+    def graph_train_step(self) -> None:
+        self.opt.zero_grad()
+        self.loss_fn(self.model(self.gx), self.gy).backward()
         self.opt.step()
 
     def torch_train_step(self) -> None:
@@ -66,6 +80,10 @@ class Pair:
 
     def xcnn_infer(self) -> None:
         self.model(self.x)
+
+    def graph_infer(self) -> None:
+        with xcnn.no_grad():
+            self.model(self.gx)
 
     def torch_infer(self) -> None:
         with torch.inference_mode():
@@ -106,7 +124,9 @@ def time_pair(
     return [statistics.median(s) for s in samples]
 
 
-def bench_steps(backend, device, rounds: int, only: list[str] | None = None) -> list[dict]:
+def bench_steps(
+    backend, device, rounds: int, only: list[str] | None = None, graph: bool = False
+) -> list[dict]:
     rows = []
     configs = [
         ("lenet5", "train", 32),
@@ -123,13 +143,13 @@ def bench_steps(backend, device, rounds: int, only: list[str] | None = None) -> 
     for name, kind, batch in configs:
         pair = Pair(name, batch, backend, device)
         if kind == "train":
-            fns = (pair.xcnn_train_step, pair.torch_train_step)
+            fns = [pair.xcnn_train_step, pair.torch_train_step, pair.graph_train_step]
         else:
             pair.model.eval()
             pair.torch_model.eval()
-            fns = (pair.xcnn_infer, pair.torch_infer)
-        t_xcnn, t_torch = time_pair(fns, backend, device, rounds)
-        rows.append(_row(f"{name} {kind}", batch, batch / t_xcnn, batch / t_torch))
+            fns = [pair.xcnn_infer, pair.torch_infer, pair.graph_infer]
+        times = time_pair(fns if graph else fns[:2], backend, device, rounds)
+        rows.append(_row(f"{name} {kind}", batch, *(batch / t for t in times)))
         print(_format(rows[-1]), flush=True)
     return rows
 
@@ -223,15 +243,28 @@ else:
     return float(peak), float(growth)
 
 
-def _row(what: str, batch: int, xcnn_ips: float, torch_ips: float) -> dict:
-    return {"what": what, "batch": batch, "xcnn": xcnn_ips, "torch": torch_ips}
+def _row(
+    what: str, batch: int, xcnn_ips: float, torch_ips: float, graph_ips: float | None = None
+) -> dict:
+    """One workload's images per second; ``xcnn`` is the layer-wise API, ``graph`` the
+    graph API (present only when timed)."""
+    row = {"what": what, "batch": batch, "xcnn": xcnn_ips, "torch": torch_ips}
+    if graph_ips is not None:
+        row["graph"] = graph_ips
+    return row
 
 
 def _format(row: dict) -> str:
-    return (
+    line = (
         f"{row['what']:<45} batch {row['batch']:>5}: xcnn {row['xcnn']:>9.0f} img/s   "
         f"torch {row['torch']:>9.0f} img/s   ratio {row['xcnn'] / row['torch']:.2f}x"
     )
+    if "graph" in row:
+        line += (
+            f"   graph {row['graph']:>9.0f} img/s   graph / layer-wise "
+            f"{row['graph'] / row['xcnn']:.2f}x   graph / torch {row['graph'] / row['torch']:.2f}x"
+        )
+    return line
 
 
 def machine_description(backend, device) -> str:
@@ -252,57 +285,100 @@ def machine_description(backend, device) -> str:
     )
 
 
-def stolen_seconds() -> float | None:
-    """CPU time the hypervisor has given to other guests so far (Linux ``/proc/stat``).
+def cpu_counters() -> tuple[float, float] | None:
+    """``(stolen, others)``: CPU seconds so far that the hypervisor gave to other guests,
+    and that other processes of this machine used (Linux ``/proc/stat``).
 
     On a shared virtual machine, time stolen during a run slows both frameworks but
     not alike (xcnn's threads hand the GIL to each other, so a descheduled thread
-    can stall both), which is why each run reports it.
+    can stall both), and so does a test suite running beside the benchmark, which is
+    why each run reports both.
     """
     try:
         with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
         return None
+    if len(fields) < 8:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    own = sum(os.times()[:4])  # this process and the children it waited for
+    return steal / tick, (user + nice + system + irq + softirq) / tick - own
 
 
-def steal_note(stolen_before: float | None, start: float) -> str:
-    """The CPU time stolen since ``stolen_before`` (read at ``start``), as a sentence."""
-    stolen_after = stolen_seconds()
-    if stolen_before is None or stolen_after is None:
+def steal_note(before: tuple[float, float] | None, start: float) -> str:
+    """The CPU time stolen and used by other processes since ``before`` (read at
+    ``start``), as a sentence."""
+    after = cpu_counters()
+    if before is None or after is None:
         return ""
-    stolen = stolen_after - stolen_before
-    share = stolen / ((time.perf_counter() - start) * (os.cpu_count() or 1))
+    stolen, others = (a - b for a, b in zip(after, before, strict=True))
+    cores = (time.perf_counter() - start) * (os.cpu_count() or 1)
     return (
         f"CPU time stolen by the hypervisor during the run: {stolen:.0f} s, "
-        f"{share:.0%} of all cores' time."
+        f"{stolen / cores:.0%} of all cores' time; used by other processes: "
+        f"{max(others, 0.0):.0f} s, {max(others, 0.0) / cores:.0%}."
     )
 
 
-def write_markdown(path: Path, rows, memory, backend, device, rounds: int, steal: str = "") -> None:
-    versions = f"xcnn {xcnn.__version__}, NumPy {np.__version__}, PyTorch {torch.__version__}"
+def versions(backend) -> str:
+    text = f"xcnn {xcnn.__version__}, NumPy {np.__version__}, PyTorch {torch.__version__}"
     if backend.name == "cupy":
         import cupy
 
-        versions += f", CuPy {cupy.__version__}"
+        text += f", CuPy {cupy.__version__}"
+    return text
+
+
+def write_markdown(
+    path: Path, rows, memory, backend, device, rounds: int, steal: str = "", command: str = ""
+) -> None:
+    graph = any("graph" in r for r in rows)
+    command = command or "python benchmarks/bench_speed.py"
     lines = [
-        f"### {backend.name} vs PyTorch {device.upper()} ({datetime.date.today().isoformat()})",
+        f"### {backend.name} vs PyTorch {device.upper()}"
+        + (", layer-wise and graph API" if graph else "")
+        + f" ({datetime.date.today().isoformat()})",
         "",
-        f"Machine: {machine_description(backend, device)}. Versions: {versions}. "
+        f"Machine: {machine_description(backend, device)}. Versions: {versions(backend)}. "
         f"Median of {rounds} alternating rounds after warm-up; "
-        "command: `python benchmarks/bench_speed.py`"
+        f"command: `{command}`"
         + (" with `XCNN_BACKEND=cupy`" if backend.name == "cupy" else "")
         + ".",
         "",
-        "| workload | batch | xcnn img/s | PyTorch img/s | xcnn / PyTorch |",
-        "| --- | ---: | ---: | ---: | ---: |",
     ]
+    if graph:
+        lines += [
+            '"xcnn" is the layer-wise API (`crit(model(x), y)`, '
+            '`model.backward(crit.backward())`), "graph" the graph API '
+            "(`crit(model(Tensor(x)), Tensor(y)).backward()`; inference under "
+            "`xcnn.no_grad()`).",
+            "",
+            "| workload | batch | xcnn img/s | PyTorch img/s | xcnn / PyTorch | graph img/s "
+            "| graph / layer-wise | graph / PyTorch |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+    else:
+        lines += [
+            "| workload | batch | xcnn img/s | PyTorch img/s | xcnn / PyTorch |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
     for r in rows:
-        lines.append(
+        line = (
             f"| {r['what']} | {r['batch']} | {r['xcnn']:.0f} | {r['torch']:.0f} | "
             f"{r['xcnn'] / r['torch']:.2f}x |"
         )
+        if graph and "graph" in r:
+            line += (
+                f" {r['graph']:.0f} | {r['graph'] / r['xcnn']:.2f}x | "
+                f"{r['graph'] / r['torch']:.2f}x |"
+            )
+        elif graph:
+            line += " - | - | - |"
+        lines.append(line)
+    if graph and not all("graph" in r for r in rows):
+        lines += ["", "The epoch runs `xcnn.fit`, which trains on the graph API itself."]
     if memory:
         (x_peak, x_loop), (t_peak, t_loop) = memory
         what = "peak memory pool" if backend.name == "cupy" else "peak RSS"
@@ -315,16 +391,41 @@ def write_markdown(path: Path, rows, memory, backend, device, rounds: int, steal
         ]
     if steal:
         lines += ["", steal]
-    section = "\n".join(lines) + "\n"
+    marker = f"results:{backend.name}" + ("-graph" if graph else "")
+    write_section(path, marker, "\n".join(lines) + "\n")
+
+
+def write_section(path: Path, marker: str, section: str) -> None:
+    """Put ``section`` between ``<!-- marker -->`` and the next ``<!-- end -->`` in
+    ``path``, replacing what was there; appended at the end where the marker is absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    marker = f"<!-- results:{backend.name} -->"
-    head, _, rest = previous.partition(marker)
-    tail = rest.partition("<!-- end -->")[2] if rest else ""
-    new = f"{head}{marker}\n{section}<!-- end -->{tail}"
+    opening = f"<!-- {marker} -->"
+    head, found, rest = previous.partition(opening)
+    if found:
+        tail = rest.partition("<!-- end -->")[2]
+    else:
+        head, tail = head.rstrip("\n") + "\n\n", "\n"
+    new = f"{head}{opening}\n{section}<!-- end -->{tail}"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(new)
     tmp.replace(path)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run's table (without ``--out``)."""
+    words = ["python", "benchmarks/bench_speed.py"]
+    if args.graph:
+        words.append("--graph")
+    if args.rounds != 5:
+        words.append(f"--rounds {args.rounds}")
+    if args.threads != os.cpu_count():
+        words.append(f"--threads {args.threads}")
+    if args.skip_epoch:
+        words.append("--skip-epoch")
+    if args.skip_memory:
+        words.append("--skip-memory")
+    return " ".join(words)
 
 
 def main() -> int:
@@ -333,6 +434,12 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count(), help="CPU threads of each framework"
+    )
+    parser.add_argument(
+        "--graph",
+        action="store_true",
+        help="also time xcnn's graph API (loss.backward()) in every round, and add its "
+        "columns to the table",
     )
     parser.add_argument("--skip-epoch", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
@@ -351,10 +458,10 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     xcnn.set_num_threads(args.threads)
     print(f"xcnn on {backend.name} vs torch on {device}; {machine_description(backend, device)}")
-    start, stolen_before = time.perf_counter(), stolen_seconds()
-    rows = bench_steps(backend, device, args.rounds, args.only)
+    start, counters = time.perf_counter(), cpu_counters()
+    rows = bench_steps(backend, device, args.rounds, args.only, args.graph)
     if args.only:
-        print(steal_note(stolen_before, start))
+        print(steal_note(counters, start))
         return 0
     if not args.skip_epoch:
         rows += bench_epoch(backend, device, args.data_dir, max(3, args.rounds // 2))
@@ -366,9 +473,9 @@ def main() -> int:
             f"xcnn {memory[0][0]:.0f} / {memory[0][1]:.0f}, "
             f"torch {memory[1][0]:.0f} / {memory[1][1]:.0f}"
         )
-    note = steal_note(stolen_before, start)
+    note = steal_note(counters, start)
     print(note)
-    write_markdown(args.out, rows, memory, backend, device, args.rounds, note)
+    write_markdown(args.out, rows, memory, backend, device, args.rounds, note, _command(args))
     print(f"wrote {args.out}")
     print(json.dumps(rows))
     return 0
