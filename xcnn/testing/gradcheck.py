@@ -1,10 +1,14 @@
-"""Finite-difference gradient check for layers and forward/backward pairs.
+"""Finite-difference gradient check for layers, forward/backward pairs and the graph.
 
 The check projects the output onto a fixed random direction ``g`` and compares,
 for every checked element ``t_i`` of the input and of each parameter::
 
     analytic_i = the gradient the backward pass returns (input) or accumulates (parameters)
     numeric_i  = (L(t_i + eps) - L(t_i - eps)) / (2 eps),   L = sum(forward(...) * g)
+
+A function of Tensors (``MyFunction.apply``, or a lambda of Tensor operations) given
+without ``backward=`` is checked through the graph: its inputs become Tensors that
+require grad, ``out.backward(g)`` fills their ``.grad``, and that is the analytic side.
 
 Central differences have O(eps^2) error, which float64 and ``eps = 1e-6``
 bring far below the tolerances; float32 cannot, so the check requires float64.
@@ -18,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from xcnn import backends
+from xcnn.autograd import Tensor, no_grad
 
 
 class GradcheckError(AssertionError):
@@ -38,17 +43,29 @@ def gradcheck(
 ) -> bool:
     """Compare a backward pass with central finite differences (float64 only).
 
+    Three kinds of ``fn`` are checked:
+
+    * an ``xcnn.nn.Module``: w.r.t. its input and every parameter (it is put in
+      training mode);
+    * a forward function on arrays together with its ``backward=``;
+    * a function of Tensors without ``backward=`` (``MyFunction.apply``, a lambda of
+      Tensor operations): each input is wrapped as ``xcnn.Tensor(x, requires_grad=True)``,
+      the output is backpropagated with the random direction through the graph, and
+      each input's ``.grad`` is compared with finite differences of ``fn`` (evaluated
+      under ``no_grad``). An input that receives no gradient counts as zeros.
+
     Parameters
     ----------
     fn : Module or callable
-        An ``xcnn.nn.Module`` (checked w.r.t. its input and every parameter;
-        it is put in training mode), or a forward function ``fn(*inputs)``.
+        The Module, forward function, or function of Tensors ``fn(*inputs)``
+        (returning one Tensor).
     inputs : array or sequence of arrays
-        The input(s), float64 arrays of one backend.
+        The input(s), float64 arrays of one backend (Tensors are taken by their ``.data``).
     backward : callable, optional
-        For a plain function: ``backward(grad_output)`` returning the gradient
-        w.r.t. each input (a tuple, or one array for a single input). Call
-        ``fn`` inside it again if it needs a fresh cache.
+        For a forward function on arrays: ``backward(grad_output)`` returning the
+        gradient w.r.t. each input (a tuple, or one array for a single input). Call
+        ``fn`` inside it again if it needs a fresh cache. Omit it to check ``fn``
+        through the graph.
     eps, rtol, atol : float
         Step and tolerances: passes where ``|a - n| <= atol + rtol * max(|a|, |n|)``
         for every checked element.
@@ -65,9 +82,21 @@ def gradcheck(
     bool
         ``True``; a mismatch raises :class:`GradcheckError` naming the array,
         the element index, both values and what to look at.
+
+    Examples
+    --------
+    A function of Tensors, checked through the graph:
+
+    >>> import numpy as np
+    >>> from xcnn.testing import gradcheck
+    >>> x = np.array([[0.5, -1.0], [2.0, 0.25]])
+    >>> w = np.array([1.5, -0.5])
+    >>> gradcheck(lambda x, w: (x * w).exp().sum(dim=1), [x, w])
+    True
     """
     rng = np.random.default_rng(seed)
     arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    arrays = [a.data if isinstance(a, Tensor) else a for a in arrays]
     backend = backends.get(backends.namespace_name(arrays[0]))
     xp = backend.xp
     for i, a in enumerate(arrays):
@@ -79,6 +108,7 @@ def gradcheck(
             )
 
     is_module = hasattr(fn, "named_parameters") and hasattr(fn, "backward")
+    through_graph = not is_module and backward is None
     if is_module:
         module = fn
         module.train()
@@ -89,6 +119,18 @@ def gradcheck(
 
         def forward(*xs: Any) -> Any:
             return module(xs[0])
+    elif through_graph:
+        module, params = None, []
+
+        def forward(*xs: Any) -> Any:
+            with no_grad():
+                out = fn(*(Tensor(x) for x in xs))
+            if not isinstance(out, Tensor):
+                raise TypeError(
+                    f"gradcheck without backward= needs fn to return a Tensor, got "
+                    f"{type(out).__name__}; pass backward= for a function on arrays"
+                )
+            return out.data
     else:
         module, params = None, []
         forward = fn
@@ -105,9 +147,14 @@ def gradcheck(
         module(arrays[0])
         analytic_inputs = [module.backward(direction)]
         analytic_params = [p.grad for _, p in params]
+    elif through_graph:
+        leaves = [Tensor(a, requires_grad=True) for a in arrays]
+        fn(*leaves).backward(direction)
+        analytic_inputs = [
+            xp.zeros(t.data.shape, dtype=t.data.dtype) if t.grad is None else t.grad for t in leaves
+        ]
+        analytic_params = []
     else:
-        if backward is None:
-            raise TypeError("gradcheck of a plain function needs its backward= function")
         forward(*arrays)
         grads = backward(direction)
         analytic_inputs = list(grads) if isinstance(grads, (list, tuple)) else [grads]
@@ -153,6 +200,11 @@ def gradcheck(
         shape = tuple(get().shape)
         if analytic is None:
             raise GradcheckError(f"{label}: backward produced no gradient (None)")
+        if type(analytic) is not type(get()):
+            raise GradcheckError(
+                f"{label}: the gradient is a {backends.namespace_name(analytic)} array, but "
+                f"the array lives on {backends.namespace_name(get())}"
+            )
         analytic_host = backend.to_numpy(analytic)
         if analytic_host.shape != shape:
             raise GradcheckError(
