@@ -163,10 +163,11 @@ class MatMul(Function):
         a2 = a[None, ...] if a.ndim == 1 else a
         b2 = b[..., None] if b.ndim == 1 else b
         g2 = grad
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, axis=-2)
+        # b's axis first: for vector @ vector the gradient is 0-d, and axis=-2 needs 1-D.
         if b.ndim == 1:
             g2 = xp.expand_dims(g2, axis=-1)
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, axis=-2)
         ga = gb = None
         if ctx.needs_input_grad[0]:
             ga = g2 @ xp.matrix_transpose(b2)
@@ -387,6 +388,11 @@ class GetItem(Function):
         shape, dtype, key = ctx.meta
         xp = array_namespace(grad)
         out = xp.zeros(shape, dtype=dtype)
+        if any(k is None for k in key):
+            # The standard's __setitem__ takes no None: drop the new axes (each of size 1)
+            # from the key and from the gradient.
+            key = tuple(k for k in key if k is not None)
+            grad = xp.reshape(grad, tuple(out[key].shape))
         out[key] = grad
         return out
 

@@ -21,7 +21,10 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
+import numpy as np
+
 from xcnn.autograd.function import Context
+from xcnn.backends import array_namespace, dtype_name, namespace_name
 
 __all__ = ["run_backward"]
 
@@ -30,7 +33,7 @@ def run_backward(root: Any, grad: Any, retain_graph: bool = False) -> None:
     """Accumulate ``d root / d leaf`` (weighted by ``grad``) into every leaf's ``.grad``."""
     node = root.grad_fn
     if node is None:
-        _accumulate(root, grad, "backward")
+        _accumulate(root, grad)
         return
     if node._released:
         raise RuntimeError(
@@ -57,7 +60,7 @@ def run_backward(root: Any, grad: Any, retain_graph: bool = False) -> None:
                 continue
             target, index = edge
             if not isinstance(target, Context):
-                _accumulate(target, g, node.name)
+                _accumulate(target, g)
                 continue
             slot = buffers.get(target)
             if slot is None:
@@ -96,26 +99,45 @@ def _call_backward(node: Context, grads: list[Any]) -> tuple[Any, ...]:
     """Run ``node``'s Function.backward; check it returned one fitting gradient per input."""
     out = node.function.backward(node, *grads)
     out = out if isinstance(out, tuple) else (out,)
-    if len(out) < len(node.needs_input_grad) and any(node.needs_input_grad[len(out) :]):
+    inputs = len(node.needs_input_grad)
+    if len(out) > inputs or (len(out) < inputs and any(node.needs_input_grad[len(out) :])):
         raise RuntimeError(
             f"{node.name}.backward returned {len(out)} gradients, but forward took "
-            f"{len(node.needs_input_grad)} inputs; return one per input (None where no "
-            "gradient is needed)"
+            f"{inputs} inputs; return one per input (None where no gradient is needed)"
         )
-    for i, (g, shape) in enumerate(zip(out, node.input_shapes, strict=False)):
-        if g is not None and shape is not None and tuple(g.shape) != shape:
+    for i, (g, meta) in enumerate(zip(out, node.input_meta, strict=False)):
+        if g is None or meta is None:
+            continue
+        shape, dtype, kind = meta
+        if type(g) is not kind and not isinstance(g, np.generic):  # NumPy's 0-d results
+            got = "a Tensor" if hasattr(g, "grad_fn") else f"a {namespace_name(g)} array"
+            raise RuntimeError(
+                f"{node.name}.backward returned {got} for input {i}, which is a "
+                f"{kind.__module__.split('.', 1)[0]} array; return arrays of the input's backend"
+            )
+        if tuple(g.shape) != shape:
             raise RuntimeError(
                 f"{node.name}.backward returned a gradient of shape {tuple(g.shape)} for "
                 f"input {i}, whose shape is {shape}"
             )
+        if g.dtype != dtype:
+            # A float64 gradient would silently turn float32 parameters into float64 ones.
+            raise RuntimeError(
+                f"{node.name}.backward returned a {dtype_name(g.dtype)} gradient for input "
+                f"{i}, which is {dtype_name(dtype)}; keep the input's dtype (multiply by "
+                "Python floats, not NumPy float64 scalars)"
+            )
     return out
 
 
-def _accumulate(leaf: Any, grad: Any, source: str) -> None:
-    """Add ``grad`` into a leaf tensor's ``.grad`` (the first gradient is stored as is)."""
+def _accumulate(leaf: Any, grad: Any) -> None:
+    """Add ``grad`` into a leaf tensor's ``.grad`` (the first gradient is stored as a copy)."""
     if not leaf._requires_grad:
         return
+    xp = array_namespace(grad)
     if leaf.grad is None:
-        leaf.grad = grad
+        # A copy: the gradient may be a read-only broadcast view (Sum's), the very array
+        # another leaf received (Add's), or the caller's grad=; .grad must be the leaf's own.
+        leaf.grad = xp.asarray(grad, copy=True)
     else:
-        leaf.grad = leaf.grad + grad
+        leaf.grad = xp.asarray(leaf.grad + grad)  # NumPy gives a scalar for 0-d arrays

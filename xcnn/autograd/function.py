@@ -53,7 +53,7 @@ class Context:
         "_saved",
         "_versions",
         "function",
-        "input_shapes",
+        "input_meta",
         "needs_input_grad",
         "next_edges",
         "output_meta",
@@ -64,7 +64,7 @@ class Context:
         self.function = function
         self.needs_input_grad = needs_input_grad
         self.next_edges: tuple[Any, ...] = ()
-        self.input_shapes: tuple[Any, ...] = ()
+        self.input_meta: tuple[Any, ...] = ()
         self.output_meta: tuple[Any, ...] = ()
         self.sequence = 0
         self._saved: tuple[Any, ...] = ()
@@ -216,19 +216,19 @@ class Function:
         ctx.output_meta = tuple((tuple(o.shape), o.dtype, xp) for o in outputs)
         ctx.sequence = next(_sequence)
         edges = []
-        shapes = []
+        meta = []
         for arg, need in zip(args, needs, strict=True):
             if not need:
                 edges.append(None)
-                shapes.append(None)
-            elif arg.grad_fn is None:
+                meta.append(None)
+                continue
+            if arg.grad_fn is None:
                 edges.append((arg, 0))  # a leaf: its gradient accumulates into arg.grad
-                shapes.append(tuple(arg.data.shape))
             else:
                 edges.append((arg.grad_fn, arg._output_nr))
-                shapes.append(tuple(arg.data.shape))
+            meta.append((tuple(arg.data.shape), arg.data.dtype, type(arg.data)))
         ctx.next_edges = tuple(edges)
-        ctx.input_shapes = tuple(shapes)
+        ctx.input_meta = tuple(meta)
         if ctx._saved:
             _match_saved_outputs(ctx, wrapped)
         return wrapped[0] if single else wrapped

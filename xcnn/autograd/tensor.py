@@ -23,6 +23,7 @@ from xcnn.autograd.grad_mode import is_grad_enabled
 __all__ = ["Tensor", "cat", "flatten", "stack", "tensor"]
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
+_BACKEND_NAMES = ("numpy", "cupy", "array_api_strict")
 
 
 class Tensor:
@@ -59,7 +60,7 @@ class Tensor:
     __array_ufunc__ = None
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
-        self.data = data
+        self.data = np.asarray(data) if isinstance(data, np.generic) else data
         self.grad = None
         self.grad_fn = None
         self._output_nr = 0
@@ -72,7 +73,8 @@ class Tensor:
     def _wrap(cls, data: Any, grad_fn: Any = None, output_nr: int = 0) -> Tensor:
         """A Function's output: no checks, the fast path of every operation."""
         t = cls.__new__(cls)
-        t.data = data
+        # NumPy reductions and 0-d arithmetic give scalars: .data is always an array.
+        t.data = np.asarray(data) if isinstance(data, np.generic) else data
         t.grad = None
         t.grad_fn = grad_fn
         t._output_nr = output_nr
@@ -143,14 +145,22 @@ class Tensor:
             if isinstance(grad, (int, float)):
                 grad = xp.full(shape, float(grad), dtype=self.data.dtype)
             elif type(grad) is not type(self.data):
+                kind = backends.namespace_name(grad)
+                got = f"a {kind} array" if kind in _BACKEND_NAMES else type(grad).__name__
                 raise TypeError(
-                    f"backward(): grad is a {backends.namespace_name(grad)} array but the "
-                    f"tensor lives on {backends.namespace_name(self.data)}"
+                    f"backward(): grad is {got} but the tensor lives on "
+                    f"{backends.namespace_name(self.data)}; pass an array of that backend, "
+                    "a Tensor or a number"
                 )
             if tuple(grad.shape) != shape:
                 raise ValueError(
                     f"backward(): grad has shape {tuple(grad.shape)} but the tensor has "
                     f"shape {shape}"
+                )
+            if grad.dtype != self.data.dtype:
+                raise TypeError(
+                    f"backward(): grad has dtype {backends.dtype_name(grad.dtype)} but the "
+                    f"tensor has dtype {backends.dtype_name(self.data.dtype)}"
                 )
         run_backward(self, grad, retain_graph)
 
@@ -452,13 +462,14 @@ def _operand(other: Any, like: Tensor) -> Any:
     """A Tensor, or a Python number kept as a number (so it takes ``like``'s dtype)."""
     if isinstance(other, Tensor):
         return other
+    if isinstance(other, np.generic):
+        # A NumPy scalar would promote float32 to its own dtype: use its Python value.
+        # Checked first: np.float64 is also a Python float.
+        return other.item()
     if isinstance(other, (bool, int, float)):
         return other
     if type(other) is type(like.data):
         return Tensor(other)
-    if isinstance(other, np.generic):
-        # A NumPy scalar would promote float32 to its own dtype: use its Python value.
-        return other.item()
     raise TypeError(
         f"cannot combine a Tensor with a {type(other).__name__}; use a Tensor of the same "
         f"backend ({backends.namespace_name(like.data)}) or a Python number"
