@@ -20,7 +20,15 @@ from pathlib import Path
 import xcnn
 from xcnn import backends, data, models, nn, optim
 
-MODELS = {"lenet5": models.lenet5, "simple_cnn": models.simple_cnn, "resnet20": models.resnet20}
+MODELS = {
+    "lenet5": models.lenet5,
+    "simple_cnn": models.simple_cnn,
+    "resnet20": models.resnet20,
+    "se_resnet20": models.se_resnet20,
+    "resnet18": models.resnet18,
+}
+# Builders that take the image size (the others adapt with global average pooling).
+SIZED = {"lenet5", "simple_cnn"}
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "sample")
 OPTIMIZERS = ("adam", "sgd", "adamw")
 
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     test_loader = data.DataLoader(test_set, 1000, transform=eval_transform)
 
     kwargs = {"rng": args.seed, "in_channels": channels, "num_classes": train_set.num_classes}
-    if args.model != "resnet20":
+    if args.model in SIZED:
         kwargs["input_size"] = height
     model = MODELS[args.model](**kwargs)
     optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr)

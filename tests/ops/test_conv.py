@@ -251,6 +251,6 @@ def test_arrays_from_two_backends_are_refused(backend):
     x = backend.xp.zeros((1, 1, 4, 4), dtype=backend.xp.float32)
     w = np.zeros((1, 1, 3, 3), dtype=np.float32)
     with pytest.raises(
-        TypeError, match=rf"conv2d: .*x is a {backend.name} array, weight is a numpy"
+        TypeError, match=rf"conv2d: .*x lives on {backend.name}, weight lives on numpy"
     ):
         conv2d(x, w)

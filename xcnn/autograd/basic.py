@@ -17,6 +17,7 @@ from xcnn.backends import array_namespace
 __all__ = [
     "Abs",
     "Add",
+    "Cast",
     "Cat",
     "Clamp",
     "Div",
@@ -348,6 +349,20 @@ class Max(Function):
         if grad.ndim < len(shape):
             grad = xp.expand_dims(grad, axis=axis)
         return grad * one_hot
+
+
+class Cast(Function):
+    """A floating dtype change; the gradient goes back in the input's dtype."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Any, dtype: str = "float32") -> Any:
+        xp = array_namespace(a)
+        ctx.dtype = a.dtype
+        return xp.astype(a, getattr(xp, dtype))
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        return array_namespace(grad).astype(grad, ctx.dtype)
 
 
 class Reshape(Function):

@@ -364,6 +364,24 @@ class Tensor:
         self.data[_index(key, self.ndim)] = _value(value, self)
         self._version += 1
 
+    # -- dtype -----------------------------------------------------------------------
+
+    def float(self) -> Tensor:
+        """The values as float32 (recorded: the gradient comes back as this tensor's dtype)."""
+        return self._cast("float32")
+
+    def double(self) -> Tensor:
+        """The values as float64 (recorded: the gradient comes back as this tensor's dtype)."""
+        return self._cast("float64")
+
+    def _cast(self, name: str) -> Tensor:
+        if backends.dtype_name(self.data.dtype) == name:
+            return self
+        if not _is_floating(self.data):
+            xp = backends.array_namespace(self.data)
+            return Tensor(xp.astype(self.data, getattr(xp, name)))
+        return basic.Cast.apply(self, dtype=name)
+
     # -- indexing and shapes ----------------------------------------------------------
 
     def __getitem__(self, key: Any) -> Tensor:

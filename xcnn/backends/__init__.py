@@ -97,8 +97,8 @@ class Backend:
         host = np.asarray(host_array, dtype=np_dtype)
         if self.name == "cupy":
             return self._module.asarray(host)
-        # ascontiguousarray would turn 0-d arrays into shape (1,).
-        return self.xp.asarray(np.asarray(host, order="C"))
+        # A copy, as above; ascontiguousarray would turn 0-d arrays into shape (1,).
+        return self.xp.asarray(np.array(host, order="C", copy=True))
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """Copy an array of this backend to a NumPy array (for I/O and metrics)."""

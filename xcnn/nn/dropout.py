@@ -78,6 +78,6 @@ class Dropout(Module):
         if not xp.isdtype(data.dtype, "real floating"):
             dtype = backends.dtype_name(data.dtype)
             raise TypeError(f"{self._label()}: expected a floating-point input, got dtype {dtype}")
-        if not self.training:
+        if not self.training or self.p == 0.0:
             return x
         return F.Dropout.apply(x, p=self.p, generator=self.generator)

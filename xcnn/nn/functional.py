@@ -60,6 +60,8 @@ def _data(value: Any) -> Any:
 class Conv2d(Function):
     """``y = conv2d(x, weight) + bias`` (``xcnn.ops.conv2d`` / ``conv2d_backward``)."""
 
+    name = "conv2d"  # how errors name it
+
     @staticmethod
     def forward(
         ctx: Context,
@@ -130,6 +132,8 @@ def conv2d(
 class Linear(Function):
     """``y = x W^T + b``, with ``relu=True`` also the ReLU after it, in one pass."""
 
+    name = "linear"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, bias: Any, relu: bool = False) -> Any:
         _check_linear(x, weight, bias, "linear")
@@ -155,6 +159,8 @@ def linear(input: Any, weight: Any, bias: Any = None) -> Tensor:
 
 
 class ReLU(Function):
+    name = "relu"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, x: Any) -> Any:
         y = _act.relu(x)
@@ -168,6 +174,8 @@ class ReLU(Function):
 
 
 class LeakyReLU(Function):
+    name = "leaky_relu"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, x: Any, negative_slope: float = 0.01) -> Any:
         ctx.save_for_backward(x)
@@ -181,6 +189,8 @@ class LeakyReLU(Function):
 
 
 class Sigmoid(Function):
+    name = "sigmoid"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, x: Any) -> Any:
         y = _act.sigmoid(x)
@@ -194,6 +204,8 @@ class Sigmoid(Function):
 
 
 class Tanh(Function):
+    name = "tanh"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, x: Any) -> Any:
         y = _act.tanh(x)
@@ -228,6 +240,8 @@ def tanh(input: Any) -> Tensor:
 class Softmax(Function):
     """``y = softmax(x)``; ``gx = y * (g - sum(g * y))`` along ``dim``."""
 
+    name = "softmax"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, x: Any, dim: int = -1) -> Any:
         y = _loss.softmax(x, axis=dim)
@@ -245,6 +259,8 @@ class Softmax(Function):
 class LogSoftmax(Function):
     """``y = log_softmax(x)``; ``gx = g - exp(y) * sum(g)`` along ``dim``."""
 
+    name = "log_softmax"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, x: Any, dim: int = -1) -> Any:
         y = _loss.log_softmax(x, axis=dim)
@@ -259,13 +275,24 @@ class LogSoftmax(Function):
         return grad - xp.exp(y) * xp.sum(grad, axis=ctx.dim, keepdims=True)
 
 
+def _check_dim(who: str, input: Any, dim: int) -> None:
+    ndim = len(_data(input).shape)
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -ndim <= dim < ndim:
+        raise IndexError(
+            f"{who}: dim {dim!r} is out of range for an input of shape "
+            f"{tuple(_data(input).shape)} (valid: {-ndim} to {ndim - 1})"
+        )
+
+
 def softmax(input: Any, dim: int = -1) -> Tensor:
     """Softmax along ``dim`` (PyTorch requires ``dim``; xcnn defaults to the last axis)."""
+    _check_dim("softmax", input, dim)
     return Softmax.apply(input, dim=dim)
 
 
 def log_softmax(input: Any, dim: int = -1) -> Tensor:
     """``log(softmax(input))`` along ``dim``, computed stably."""
+    _check_dim("log_softmax", input, dim)
     return LogSoftmax.apply(input, dim=dim)
 
 
@@ -274,6 +301,8 @@ def log_softmax(input: Any, dim: int = -1) -> Tensor:
 
 class MaxPool2d(Function):
     """Max pooling; with ``relu=True`` also a ReLU next to it (same values either order)."""
+
+    name = "max_pool2d"  # how errors name it
 
     @staticmethod
     def forward(
@@ -305,6 +334,8 @@ def max_pool2d(
 
 
 class AvgPool2d(Function):
+    name = "avg_pool2d"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, x: Any, kernel_size: Any, stride: Any, padding: Any) -> Any:
         ctx.meta = (tuple(x.shape), (kernel_size, stride, padding))
@@ -327,6 +358,8 @@ def avg_pool2d(
 
 
 class AdaptiveAvgPool2d(Function):
+    name = "adaptive_avg_pool2d"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, x: Any, output_size: Any = 1) -> Any:
         ctx.shape = tuple(x.shape)
@@ -346,6 +379,8 @@ def adaptive_avg_pool2d(input: Any, output_size: int | tuple[int, int]) -> Tenso
 
 
 class Dropout(Function):
+    name = "dropout"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, x: Any, p: float, generator: Any) -> Any:
         y, mask = _dropout(x, p, generator)
@@ -365,13 +400,17 @@ def dropout(input: Any, p: float = 0.5, training: bool = True, *, generator: Any
     seeded from xcnn's generator (``xcnn.manual_seed``).
     """
     p = _check_p(p, "dropout")
-    if not training:
+    if not training or p == 0.0:
+        # The input itself: a new Tensor over the same array would have a version
+        # counter of its own, and in-place writes through it would go unnoticed.
         return input if isinstance(input, Tensor) else Tensor(input)
     return Dropout.apply(input, p=p, generator=generator or backends.Generator())
 
 
 class BatchNormTrain(Function):
     """Normalise with the batch's statistics; ``update(cache)`` moves the running ones."""
+
+    name = "batch_norm"  # how errors name it
 
     @staticmethod
     def forward(
@@ -396,6 +435,8 @@ class BatchNormTrain(Function):
 
 class BatchNormEval(Function):
     """Normalise with fixed running statistics."""
+
+    name = "batch_norm"  # how errors name it
 
     @staticmethod
     def forward(
@@ -434,6 +475,13 @@ def batch_norm(
     place with ``momentum``; otherwise the running statistics are used.
     """
     mean, var = _data(running_mean), _data(running_var)
+    if (mean is None) != (var is None):
+        raise ValueError(
+            "batch_norm: give both running_mean and running_var, or neither (got "
+            f"running_mean={'None' if mean is None else 'an array'}, "
+            f"running_var={'None' if var is None else 'an array'})"
+        )
+    _bn._check("batch_norm", _data(input), running_mean=mean, running_var=var)
     if training or mean is None:
         _bn.check_batch("batch_norm", tuple(_data(input).shape))
         update = None
@@ -462,6 +510,8 @@ def _check_reduction(reduction: str, who: str) -> None:
 class CrossEntropy(Function):
     """Mean softmax cross-entropy from logits and integer targets (fused and stable)."""
 
+    name = "cross_entropy"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, logits: Any, targets: Any, who: str = "cross_entropy") -> Any:
         _loss._check_cross_entropy(logits, targets, who)
@@ -485,6 +535,8 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> Tensor:
 
 
 class MSE(Function):
+    name = "mse_loss"  # how errors name it
+
     @staticmethod
     def forward(ctx: Context, x: Any, target: Any, who: str = "mse_loss") -> Any:
         target = _loss._check_mse(x, target, who)

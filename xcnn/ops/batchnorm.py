@@ -99,6 +99,11 @@ def _check(label: str, x: Any, **per_channel: Any) -> None:
     for name, v in per_channel.items():
         if v is None:
             continue
+        if backends.namespace_name(v) != backends.namespace_name(x):
+            raise TypeError(
+                f"{label}: {name} is a {backends.namespace_name(v)} array but the input lives "
+                f"on {backends.namespace_name(x)}; move both to one backend"
+            )
         if tuple(v.shape) != (shape[1],):
             raise ValueError(
                 f"{label}: {name} must have shape ({shape[1]},) for an input with "

@@ -58,9 +58,13 @@ def _check(
     arrays = [("x", x), ("weight", weight)] + ([] if bias is None else [("bias", bias)])
     names = {label: backends.namespace_name(a) for label, a in arrays}
     if len(set(names.values())) > 1:
-        listed = ", ".join(f"{label} is a {name} array" for label, name in names.items())
+        listed = ", ".join(f"{label} lives on {name}" for label, name in names.items())
         raise TypeError(f"{op}: all arrays must live on one backend, but {listed}")
     xp = array_namespace(*(a for _, a in arrays))
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(
+            f"{op}: expected a floating-point x, got dtype {backends.dtype_name(x.dtype)}"
+        )
     for label, a in arrays[1:]:
         if a.dtype != x.dtype:
             raise TypeError(
