@@ -15,7 +15,8 @@ Two ways to call a module:
   parameter gradients into ``Parameter.grad``. Each training-mode call records its
   own small graph (the call's state lives there, not on the module); ``backward``
   walks the most recent one not yet used, so a module called twice in one step
-  receives the sum of both gradients after two backward calls.
+  receives the sum of both gradients after two backward calls. Up to
+  ``MAX_PENDING_CALLS`` calls wait for their backward; an older one is dropped.
 
 Eval mode and ``xcnn.no_grad()`` record nothing and keep nothing (unless the
 input itself requires grad, e.g. to compute a saliency map).
