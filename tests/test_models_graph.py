@@ -1,10 +1,11 @@
 """Models written as forward-only ``Module`` subclasses, against PyTorch twins.
 
-Each xcnn model here has a hand-written torch twin with the same module names, so one
-state dict loads into both. In training mode (batch norm on batch statistics) the
-logits, the cross-entropy loss and every parameter gradient after ``loss.backward()``
-must agree; after one SGD step the parameters and running statistics, and then the
-eval-mode logits, must agree too. Float64 throughout, so the tolerances are tight.
+The zoo's ResNets get their twins from ``xcnn.testing.to_torch``; the free-form models
+written here have hand-written twins with the same module names, so one state dict
+loads into both. In training mode (batch norm on batch statistics) the logits, the
+cross-entropy loss and every parameter gradient after ``loss.backward()`` must agree;
+after one SGD step the parameters and running statistics, and then the eval-mode
+logits, must agree too. Float64 throughout, so the tolerances are tight.
 
 Also here: weight sharing in both APIs, the layer-wise and graph APIs training LeNet-5
 to bit-identical weights, and ``xcnn.fit`` with a custom ``Module`` and a functional loss,
@@ -22,6 +23,7 @@ import xcnn
 import xcnn.nn.functional as F
 from xcnn import backends, data, models, nn, optim
 from xcnn.autograd import Tensor
+from xcnn.testing import to_torch
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
@@ -123,80 +125,6 @@ class TorchShared(tnn.Module):
         return self.head(torch.flatten(h, 1))
 
 
-class TorchSE(tnn.Module):
-    def __init__(self, channels, reduction):
-        super().__init__()
-        hidden = max(1, channels // reduction)
-        self.fc1 = tnn.Linear(channels, hidden)
-        self.fc2 = tnn.Linear(hidden, channels)
-
-    def forward(self, x):
-        s = torch.sigmoid(self.fc2(TF.relu(self.fc1(x.mean(dim=(2, 3))))))
-        return x * s[:, :, None, None]
-
-
-class TorchBasicBlock(tnn.Module):
-    """torchvision.models.resnet.BasicBlock (its names and forward), plus an optional SE."""
-
-    def __init__(self, inplanes, planes, stride=1, se_reduction=None):
-        super().__init__()
-        self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(planes)
-        self.relu = tnn.ReLU(inplace=True)
-        self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = tnn.BatchNorm2d(planes)
-        self.se = None if se_reduction is None else TorchSE(planes, se_reduction)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = tnn.Sequential(
-                tnn.Conv2d(inplanes, planes, 1, stride, bias=False), tnn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x):
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.se is not None:
-            out = self.se(out)
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity
-        return self.relu(out)
-
-
-class TorchResNet(tnn.Module):
-    """torchvision.models.resnet.ResNet with BasicBlock; ``cifar_stem`` as in xcnn's ResNet."""
-
-    def __init__(self, blocks, widths, num_classes, in_channels=3, cifar_stem=False, se=None):
-        super().__init__()
-        stem = widths[0]
-        if cifar_stem:
-            self.conv1 = tnn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
-        else:
-            self.conv1 = tnn.Conv2d(in_channels, stem, 7, 2, 3, bias=False)
-        self.bn1 = tnn.BatchNorm2d(stem)
-        self.relu = tnn.ReLU(inplace=True)
-        self.maxpool = None if cifar_stem else tnn.MaxPool2d(3, 2, 1)
-        channels, self.stages = stem, len(blocks)
-        for stage, (count, width) in enumerate(zip(blocks, widths, strict=True), start=1):
-            layer = []
-            for index in range(count):
-                stride = 2 if stage > 1 and index == 0 else 1
-                layer.append(TorchBasicBlock(channels, width, stride, se))
-                channels = width
-            setattr(self, f"layer{stage}", tnn.Sequential(*layer))
-        self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
-        self.fc = tnn.Linear(channels, num_classes)
-
-    def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
-        if self.maxpool is not None:
-            x = self.maxpool(x)
-        for stage in range(1, self.stages + 1):
-            x = getattr(self, f"layer{stage}")(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
 # -- the comparison ---------------------------------------------------------------------------
 
 
@@ -221,9 +149,14 @@ def _close(actual, expected, tol, what):
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=what)
 
 
-def _matches_torch(backend, model, twin, x_host, y_host, tol=1e-10, lr=0.01):
-    """Train-mode logits, loss and gradients; one SGD step; eval-mode logits."""
-    model, twin = model.double(), _twin(model.double(), twin)
+def _matches_torch(backend, model, x_host, y_host, twin=None, tol=1e-10, lr=0.01):
+    """Train-mode logits, loss and gradients; one SGD step; eval-mode logits.
+
+    ``twin``: the hand-written torch module of a free-form model; ``None`` for a zoo
+    model, whose twin ``to_torch`` builds.
+    """
+    model = model.double()
+    twin = to_torch(model) if twin is None else _twin(model, twin)
     x, y = Tensor(backend.asarray(x_host)), backend.asarray(y_host, dtype="int64")
     logits = model(x)
     loss = F.cross_entropy(logits, y)
@@ -263,19 +196,18 @@ def _matches_torch(backend, model, twin, x_host, y_host, tol=1e-10, lr=0.01):
 def test_tutorial_cnn_matches_torch(backend, rng):
     xcnn.manual_seed(0)
     x = rng.random((4, 1, 28, 28))
-    _matches_torch(backend, CNN(), TorchCNN(), x, rng.integers(0, 10, 4))
+    _matches_torch(backend, CNN(), x, rng.integers(0, 10, 4), TorchCNN())
 
 
 def test_two_branch_cat_matches_torch(backend, rng):
     xcnn.manual_seed(1)
     x = rng.standard_normal((4, 1, 28, 28))
-    _matches_torch(backend, TwoBranch(), TorchTwoBranch(), x, rng.integers(0, 10, 4))
+    _matches_torch(backend, TwoBranch(), x, rng.integers(0, 10, 4), TorchTwoBranch())
 
 
 def test_resnet18_matches_torchvision_layout(backend, rng):
     model = models.resnet18(num_classes=10, rng=0, dtype="float64")
     assert isinstance(model, nn.Module) and not isinstance(model, nn.Sequential)
-    twin = TorchResNet((2, 2, 2, 2), (64, 128, 256, 512), 10)
     # torchvision's resnet18(num_classes=10): 122 state-dict entries, 11,181,642 parameters.
     state = model.state_dict()
     assert len(state) == 122
@@ -285,7 +217,7 @@ def test_resnet18_matches_torchvision_layout(backend, rng):
     x = rng.standard_normal((2, 3, 32, 32))
     # The last stage's batch norms see two values per channel (batch 2, 1x1 maps): the
     # gradients reaching the stem are sums of terms ~1e3 times larger (measured 7e-11).
-    _matches_torch(backend, model, twin, x, np.array([3, 7]), tol=1e-9)
+    _matches_torch(backend, model, x, np.array([3, 7]), tol=1e-9)
 
 
 def test_resnet18_uses_torchvisions_init(backend):
@@ -304,9 +236,8 @@ def test_resnet18_uses_torchvisions_init(backend):
 def test_se_resnet20_matches_torch(backend, rng):
     model = models.se_resnet20(num_classes=10, reduction=4, rng=0)
     assert "layer3.2.se.fc2.weight" in model.state_dict()
-    twin = TorchResNet((3, 3, 3), (16, 32, 64), 10, cifar_stem=True, se=4)
     x = rng.standard_normal((2, 3, 16, 16))  # 16x16 keeps it quick; the last stage is 4x4
-    _matches_torch(backend, model, twin, x, np.array([0, 9]))
+    _matches_torch(backend, model, x, np.array([0, 9]))
 
 
 def test_se_block_gates_scale_the_channels(backend, rng):
@@ -321,7 +252,7 @@ def test_se_block_gates_scale_the_channels(backend, rng):
     # The input gradient sums the direct path and the path through the gates.
     gy = rng.standard_normal(y.shape)
     gx = backend.to_numpy(se.backward(backend.asarray(gy)))
-    twin = _twin(se, TorchSE(8, 2))
+    twin = to_torch(se)
     tx = torch.from_numpy(x).requires_grad_()
     twin(tx).backward(torch.from_numpy(gy))
     _close(gx, tx.grad.numpy(), 1e-12, "input gradient")
@@ -350,7 +281,7 @@ def test_builders_draw_from_one_generator_in_order(backend):
 def test_shared_module_gets_both_gradients_in_the_graph(backend, rng):
     xcnn.manual_seed(2)
     x = rng.standard_normal((3, 2, 8, 8))
-    _matches_torch(backend, Shared(), TorchShared(), x, np.array([0, 1, 2]))
+    _matches_torch(backend, Shared(), x, np.array([0, 1, 2]), TorchShared())
 
 
 def test_shared_module_gets_both_gradients_layer_wise(backend, rng):
