@@ -223,3 +223,187 @@ def test_bad_arguments():
 
     with pytest.raises(ValueError, match=r"\(N, C, H, W\).*\(3, 28, 28\)"):
         DataLoader(Bad(), 2)
+
+
+# -- sharding (DistributedSampler semantics), proved without MPI --------------------------
+
+
+def shard_epochs(ds, replicas, epochs, backend, **kwargs):
+    """Each rank's batches (as index lists) for ``epochs`` epochs: ``[rank][epoch][batch]``."""
+    loaders = [DataLoader(ds, num_replicas=replicas, rank=r, **kwargs) for r in range(replicas)]
+    return [
+        [[index_of(ds, backend.to_numpy(x)) for x, _ in loader] for _ in range(epochs)]
+        for loader in loaders
+    ]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize(("n", "replicas"), [(10, 2), (11, 3), (12, 4), (3, 4), (1, 3)])
+def test_shards_follow_torch_distributed_sampler(n, replicas, drop_last, shuffle):
+    from torch.utils.data import DistributedSampler
+
+    numpy = backends.get("numpy")
+    ds = toy(n)
+    single = DataLoader(ds, n, shuffle=shuffle, seed=3)
+    order = [i for x, _ in single for i in index_of(ds, numpy.to_numpy(x))]  # epoch 0's order
+    for rank in range(replicas):
+        sampler = DistributedSampler(
+            order, num_replicas=replicas, rank=rank, shuffle=False, drop_last=drop_last
+        )
+        expected = [order[i] for i in sampler]
+        loader = DataLoader(
+            ds, 2, shuffle=shuffle, seed=3, drop_last=drop_last, num_replicas=replicas, rank=rank
+        )
+        got = [i for x, _ in loader for i in index_of(ds, numpy.to_numpy(x))]
+        full = len(expected) - len(expected) % 2 if drop_last else len(expected)
+        assert got == expected[:full], (rank, got, expected)
+        assert len(loader) == (len(expected) // 2 if drop_last else -(-len(expected) // 2))
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_n_ranks_at_batch_b_see_one_process_batches_at_n_times_b(backend, drop_last):
+    ds, replicas, b = toy(46), 3, 4  # 46 = 3 * 15 + 1: one padded (or dropped) sample
+    kwargs = {"shuffle": True, "seed": 11, "drop_last": drop_last}
+    ranks = shard_epochs(ds, replicas, 3, backend, batch_size=b, **kwargs)
+    one = DataLoader(ds, replicas * b, **kwargs)
+    for e in range(3):
+        single = [index_of(ds, backend.to_numpy(x)) for x, _ in one]
+        assert all(len(ranks[r][e]) == len(single) for r in range(replicas))
+        for k, batch in enumerate(single):
+            together = sorted(i for r in range(replicas) for i in ranks[r][e][k])
+            if k < len(single) - 1 or drop_last:
+                assert together == sorted(batch)
+            else:  # the last global batch also holds the padding: the epoch's first samples
+                padding = [single[0][0], single[0][1]]
+                assert together == sorted(batch + padding)
+        # Shards of one epoch are disjoint apart from the padding, and cover it.
+        seen = [i for r in range(replicas) for batch in ranks[r][e] for i in batch]
+        # drop_last cuts the sample left over by the split, then each rank's partial batch.
+        assert len(seen) == (36 if drop_last else 48)
+        assert len(set(seen)) == (36 if drop_last else 46)
+    assert ranks[0][0] != ranks[0][1]  # a new permutation every epoch
+
+
+def test_uneven_shards_see_every_sample_once():
+    numpy = backends.get("numpy")
+    ds = toy(11)
+    loaders = [DataLoader(ds, 2, num_replicas=3, rank=r, even_shards=False) for r in range(3)]
+    assert [len(loader) for loader in loaders] == [2, 2, 2]
+    seen = [[i for x, _ in loader for i in index_of(ds, numpy.to_numpy(x))] for loader in loaders]
+    assert seen == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
+    dropped = DataLoader(ds, 2, drop_last=True, num_replicas=3, rank=2, even_shards=False)
+    assert len(dropped) == 1 and [y.shape[0] for _, y in dropped] == [2]
+
+
+def test_world_of_one_shard_equals_the_unsharded_loader(backend):
+    ds = toy(10)
+    plain = DataLoader(ds, 3, shuffle=True, seed=5)
+    sharded = DataLoader(ds, 3, shuffle=True, seed=5, num_replicas=1, rank=0)
+    for _ in range(2):
+        assert_same(batches_as_host(sharded, backend), batches_as_host(plain, backend))
+
+
+def test_resident_path_shards_like_per_batch_transfers(backend, monkeypatch):
+    ds = toy(11)
+    for shuffle in (True, False):
+        plain = DataLoader(ds, 2, shuffle=shuffle, seed=6, num_replicas=2, rank=1)
+        resident = DataLoader(ds, 2, shuffle=shuffle, seed=6, num_replicas=2, rank=1)
+        monkeypatch.setattr(resident, "_use_resident", lambda b: True)
+        for _ in range(2):
+            assert_same(batches_as_host(resident, backend), batches_as_host(plain, backend))
+
+
+def test_any_rank_resumes_mid_epoch_from_rank_0s_state(backend):
+    ds = toy(13)
+
+    def shard(rank, seed=8, flip=4):
+        return DataLoader(
+            ds, 2, shuffle=True, seed=seed, transform=RandomHorizontalFlip(rng=flip),
+            num_replicas=2, rank=rank,
+        )  # fmt: skip
+
+    rank0, rank1 = shard(0), shard(1)
+    running = []
+    for loader in (rank0, rank1):
+        batches_as_host(loader, backend)
+        iterator = iter(loader)
+        next(iterator), next(iterator)  # a checkpoint during epoch 2
+        running.append(iterator)
+    state = json.loads(json.dumps(rank0.state_dict()))
+    assert state == rank1.state_dict()  # every rank holds the same state
+    assert state["position"] == 2 and state["num_replicas"] == 2
+    expected = [(backend.to_numpy(x), backend.to_numpy(y)) for x, y in running[1]]
+    expected += batches_as_host(rank1, backend)
+    resumed = shard(1, seed=0, flip=0)
+    resumed.load_state_dict(state)
+    assert_same(batches_as_host(resumed, backend) + batches_as_host(resumed, backend), expected)
+
+
+def test_epoch_boundary_state_resumes_on_another_number_of_ranks(backend):
+    ds = toy(12)
+    one = DataLoader(ds, 2, shuffle=True, seed=9)
+    batches_as_host(one, backend)
+    state = one.state_dict()
+    assert "num_replicas" not in state  # an epoch boundary does not depend on the world
+    order = [i for x, _ in batches_as_host(one, backend) for i in index_of(ds, x)]
+    for r in range(2):
+        shard = DataLoader(ds, 2, shuffle=True, seed=0, num_replicas=2, rank=r)
+        shard.load_state_dict(state)
+        seen = [i for x, _ in batches_as_host(shard, backend) for i in index_of(ds, x)]
+        assert seen == order[r::2]
+
+
+def test_mid_epoch_state_on_another_number_of_ranks_is_refused():
+    numpy = backends.get("numpy")
+    a = DataLoader(toy(12), 2, shuffle=True, seed=1, num_replicas=2, rank=0)
+    batches_as_host(a, numpy, limit=1)
+    state = a.state_dict()
+    b = DataLoader(toy(12), 2, shuffle=True, seed=1)
+    b.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"saved at batch 1 .* \(2, True\); this loader has \(1"):
+        next(iter(b))
+    assert b.state_dict()["position"] == 1  # the refused state is kept
+    c = DataLoader(toy(12), 2, shuffle=True, seed=1, num_replicas=2, rank=1)
+    c.load_state_dict(state)
+    assert len(batches_as_host(c, numpy)) == 2
+
+
+def test_the_distributed_world_is_read_at_iteration(monkeypatch):
+    import xcnn.distributed as dist
+
+    numpy = backends.get("numpy")
+    ds = toy(10)
+    loader = DataLoader(ds, 2, shuffle=True, seed=123)  # made before the world is joined
+    rank0 = DataLoader(ds, 2, shuffle=True, seed=5, num_replicas=2, rank=0)
+    rank1 = DataLoader(ds, 2, shuffle=True, seed=5, num_replicas=2, rank=1)
+    assert len(loader) == 5
+    shared = []
+
+    def broadcast(value, root=0):
+        shared.append(value)
+        return json.loads(json.dumps({"seed": 5, "rng": rank0._rng.bit_generator.state}))
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "world_size", lambda: 2)
+    monkeypatch.setattr(dist, "rank", lambda: 1)
+    monkeypatch.setattr(dist, "broadcast_object", broadcast)
+    assert len(loader) == 3
+    for _ in range(2):  # rank 0's stream is taken once, at the first iteration
+        assert_same(batches_as_host(loader, numpy), batches_as_host(rank1, numpy))
+    assert len(shared) == 1 and loader.seed == 5
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    assert len(loader) == 5
+
+
+def test_bad_shard_arguments():
+    with pytest.raises(ValueError, match="give num_replicas and rank together"):
+        DataLoader(toy(), 2, num_replicas=2)
+    with pytest.raises(
+        ValueError, match=r"0 <= rank < num_replicas, got num_replicas=2 and rank=2"
+    ):
+        DataLoader(toy(), 2, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="num_replicas >= 1"):
+        DataLoader(toy(), 2, num_replicas=0, rank=0)
+    with pytest.raises(TypeError, match="rank must be an int"):
+        DataLoader(toy(), 2, num_replicas=2, rank=1.0)

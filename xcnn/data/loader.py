@@ -12,6 +12,18 @@ Shuffling owns its RNG: a ``numpy.random.Generator`` seeded by ``seed``
 never NumPy's global state. :meth:`DataLoader.state_dict` captures that stream
 and the position inside the epoch, so a resumed run sees exactly the batches
 the interrupted one would have seen.
+
+Sharding, with PyTorch's ``DistributedSampler`` semantics: with N replicas
+(the ranks of :mod:`xcnn.distributed` once it is initialised, or explicit
+``num_replicas``/``rank``) every rank draws the same permutation of the n
+samples, pads it to a multiple of N by repeating its start (or, with
+``drop_last``, cuts its tail), and takes every N-th index from its own rank::
+
+    order = [7, 2, 9, 0, 4]           n = 5, N = 2
+    padded = [7, 2, 9, 0, 4, 7]       rank 0: [7, 9, 4]   rank 1: [2, 0, 7]
+
+Batch k of the N ranks together is batch k of one process with batch size
+N * batch_size (the last one plus the padding).
 """
 
 from __future__ import annotations
@@ -51,6 +63,21 @@ class DataLoader:
         Applied to each float batch on the backend, e.g.
         ``transforms.Compose([transforms.RandomCrop(32, 4), transforms.Normalize(...)])``.
         Its ``state_dict``, if any, is saved with the loader's.
+    num_replicas, rank : int, optional
+        Iterate only shard ``rank`` of ``num_replicas`` (given together). By
+        default both come from :mod:`xcnn.distributed` at each iteration once it
+        is initialised (``init()``, or ``DistributedDataParallel``), and are
+        ``1, 0`` otherwise. Each shard takes every ``num_replicas``-th index of
+        the epoch's order, padded by repeating its start to a multiple of
+        ``num_replicas`` (cut to one with ``drop_last``), as PyTorch's
+        ``DistributedSampler``; ``len(loader)`` counts this rank's batches. In a
+        distributed world a shuffling loader takes rank 0's shuffling stream at its
+        first iteration, so every rank shares the permutation.
+    even_shards : bool, default True
+        ``False`` leaves the order unpadded: shards differ by at most one sample
+        and every sample is seen exactly once, which suits evaluation (metrics
+        are exact), but ranks may get different numbers of batches, so not
+        training with ``DistributedDataParallel``.
 
     Yields
     ------
@@ -71,6 +98,11 @@ class DataLoader:
     (3, [(2, 1, 2, 2), (2, 1, 2, 2), (1, 1, 2, 2)])
     >>> float(next(iter(loader))[0].max())
     1.0
+
+    Two shards of the 5 images (padded to 6), as two ranks would see them:
+
+    >>> [[y.tolist() for _, y in DataLoader(ds, 2, num_replicas=2, rank=r)] for r in (0, 1)]
+    [[[0, 0], [0]], [[1, 1], [0]]]
     """
 
     def __init__(
@@ -81,6 +113,10 @@ class DataLoader:
         drop_last: bool = False,
         seed: int | None = None,
         transform: Callable[[Any], Any] | None = None,
+        *,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        even_shards: bool = True,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
             raise TypeError(f"DataLoader: batch_size must be an int, got {batch_size!r}")
@@ -99,6 +135,21 @@ class DataLoader:
                 f"DataLoader: expected {images.shape[0]} integer labels, got {labels.dtype} "
                 f"of shape {labels.shape}"
             )
+        if (num_replicas is None) != (rank is None):
+            raise ValueError(
+                f"DataLoader: give num_replicas and rank together, got num_replicas="
+                f"{num_replicas!r} and rank={rank!r}"
+            )
+        if num_replicas is not None:
+            for name, value in (("num_replicas", num_replicas), ("rank", rank)):
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                    raise TypeError(f"DataLoader: {name} must be an int, got {value!r}")
+            if num_replicas < 1 or not 0 <= rank < num_replicas:
+                raise ValueError(
+                    f"DataLoader: expected num_replicas >= 1 and 0 <= rank < num_replicas, "
+                    f"got num_replicas={num_replicas} and rank={rank}"
+                )
+            num_replicas, rank = int(num_replicas), int(rank)
         if seed is None:
             seed = int(backends.default_generator().integers(2**63))
         self.dataset = dataset
@@ -107,6 +158,8 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
         self.transform = transform
+        self.even_shards = bool(even_shards)
+        self._replicas = None if num_replicas is None else (num_replicas, rank)
         self._images = images
         self._labels = labels.astype(np.int64, copy=False)
         self._rng = np.random.default_rng(self.seed)
@@ -115,11 +168,52 @@ class DataLoader:
         self._position = 0  # batches of the current epoch handed out
         self._epoch_state: dict | None = None  # RNG state before this epoch's permutation
         self._resume_position = 0  # set by load_state_dict for a mid-epoch resume
+        self._resume_shards = (1, True)  # (num_replicas, even_shards) that position counts in
+        self._epoch_shards = (1, True)  # the same, for the epoch being handed out
+        self._stream_shared = False  # took rank 0's shuffling stream (distributed worlds)
         self._resident: tuple[str, Any, Any] | None = None  # (backend, images, labels)
 
     def __len__(self) -> int:
-        n = self._images.shape[0]
+        n = self._shard_size(*self._shard())
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _shard(self) -> tuple[int, int]:
+        """``(num_replicas, rank)``: the explicit ones, else xcnn.distributed's once initialised."""
+        if self._replicas is not None:
+            return self._replicas
+        from xcnn import distributed
+
+        if not distributed.is_initialized():
+            return 1, 0
+        return distributed.world_size(), distributed.rank()
+
+    def _shard_size(self, replicas: int, rank: int) -> int:
+        """How many samples shard ``rank`` of ``replicas`` holds in an epoch."""
+        n = int(self._images.shape[0])
+        if replicas == 1:
+            return n
+        if not self.even_shards:
+            return len(range(rank, n, replicas))
+        return n // replicas if self.drop_last else math.ceil(n / replicas)
+
+    def _shard_order(self, order: np.ndarray, replicas: int, rank: int) -> np.ndarray:
+        """This rank's indices of the epoch's ``order`` (``DistributedSampler``'s rule)."""
+        if self.even_shards:
+            total = replicas * self._shard_size(replicas, rank)
+            # np.resize repeats the order from its start, as often as needed when n < N.
+            order = order[:total] if total <= order.shape[0] else np.resize(order, total)
+        return order[rank::replicas]
+
+    def _share_stream(self) -> None:
+        """Take rank 0's shuffling stream, so that every rank draws the same permutations."""
+        from xcnn import distributed
+
+        shared = distributed.broadcast_object(
+            {"seed": self.seed, "rng": self._rng.bit_generator.state}
+        )
+        self.seed = int(shared["seed"])
+        self._rng.bit_generator.state = shared["rng"]
+        self._stream_shared = True
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         return self._iterate()
@@ -136,9 +230,25 @@ class DataLoader:
             self._finish_epoch()
         backend = backends.current()
         xp = backend.xp
+        replicas, rank = self._shard()
+        if replicas > 1 and self.shuffle and self._replicas is None and not self._stream_shared:
+            self._share_stream()
+        shards = (replicas, self.even_shards if replicas > 1 else True)
+        if self._resume_position and self._resume_shards != shards:
+            raise ValueError(
+                f"DataLoader: the state was saved at batch {self._resume_position} of an epoch "
+                f"split into (num_replicas, even_shards) = {self._resume_shards}; this loader "
+                f"has {shards}. Resume mid-epoch with the same number of ranks, or from a "
+                "state saved at the end of an epoch"
+            )
         start_batch, self._resume_position = self._resume_position, 0
+        self._epoch_shards = shards
         self._epoch_state = self._rng.bit_generator.state
-        order = self._rng.permutation(self._images.shape[0]) if self.shuffle else None
+        n = int(self._images.shape[0])
+        order = self._rng.permutation(n) if self.shuffle else None
+        if replicas > 1:
+            order = self._shard_order(np.arange(n) if order is None else order, replicas, rank)
+            n = int(order.shape[0])
         num_batches = len(self)
         if start_batch >= num_batches:
             self._finish_epoch()
@@ -148,7 +258,7 @@ class DataLoader:
         if resident is not None and order is not None:
             device_order = backend.asarray(order)
         for b in range(start_batch, num_batches):
-            start, stop = b * self.batch_size, min((b + 1) * self.batch_size, self._images.shape[0])
+            start, stop = b * self.batch_size, min((b + 1) * self.batch_size, n)
             if resident is not None:
                 images, labels = resident
                 if device_order is None:
@@ -207,8 +317,10 @@ class DataLoader:
             ``seed``, ``epoch`` (epochs completed), ``position`` (batches of the
             current epoch already handed out, 0 at an epoch boundary), ``rng``
             (the shuffling RNG state at the start of the current or next epoch),
-            the sizes it was saved for, and ``transform`` (the transform's own
-            state, when it has one).
+            the sizes it was saved for, ``num_replicas`` and ``even_shards``
+            when ``position`` counts batches of a shard, and ``transform`` (the
+            transform's own state, when it has one). Every rank of a distributed
+            run has the same state, so rank 0's resumes them all.
         """
         state = {
             "seed": self.seed,
@@ -220,6 +332,10 @@ class DataLoader:
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
         }
+        if state["position"]:
+            # A mid-epoch position counts batches of one shard.
+            shards = self._epoch_shards if self._position else self._resume_shards
+            state["num_replicas"], state["even_shards"] = shards
         if hasattr(self.transform, "state_dict"):
             state["transform"] = self.transform.state_dict()
         return state
@@ -234,7 +350,8 @@ class DataLoader:
         ------
         ValueError
             The state was saved for another dataset size, batch size,
-            ``shuffle`` or ``drop_last``.
+            ``shuffle`` or ``drop_last``. (A state saved mid-epoch on another
+            number of shards is refused by the next iteration, which knows the world.)
         """
         saved = (state["num_samples"], state["batch_size"], state["shuffle"], state["drop_last"])
         mine = (int(self._images.shape[0]), self.batch_size, self.shuffle, self.drop_last)
@@ -249,6 +366,11 @@ class DataLoader:
         self._position = 0
         self._epoch_state = None
         self._resume_position = int(state["position"])
+        self._resume_shards = (
+            int(state.get("num_replicas", 1)),
+            bool(state.get("even_shards", True)),
+        )
+        self._stream_shared = True  # every rank loads the same state
         if "transform" in state and hasattr(self.transform, "load_state_dict"):
             self.transform.load_state_dict(state["transform"])
 
