@@ -1,13 +1,20 @@
-"""fit / evaluate / History / plot_history: learning, records, output, divergence, resume."""
+"""fit / evaluate / History / plot_history: learning, records, output, divergence, resume.
+
+The last tests run this file as a program under ``mpiexec -n 2`` (see ``on_ranks``).
+"""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -391,3 +398,156 @@ def test_plot_history_without_matplotlib_says_how_to_install(monkeypatch, tmp_pa
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"pip install 'xcnn\[plot\]'"):
         xcnn.plot_history(History(), tmp_path / "x.png")
+
+
+# -- under N ranks --------------------------------------------------------------------
+
+
+def mpiexec_or_skip() -> str:
+    """The ``mpiexec`` that goes with this interpreter's mpi4py; skip (saying why) without one."""
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py is not installed: pip install 'xcnn[mpi]' (nox's tests-numpy does)")
+    local = Path(sys.executable).with_name("mpiexec")
+    found = str(local) if local.exists() else shutil.which("mpiexec")
+    if found is None:
+        pytest.skip(f"no mpiexec next to {sys.executable} or on PATH: pip install mpich")
+    return found
+
+
+def launch(ranks: int, *args: str) -> subprocess.CompletedProcess:
+    """This file run as a program on ``ranks`` MPI ranks."""
+    repo = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
+    env["XCNN_DIST_TIMEOUT"] = "60"  # a hang fails the test instead of stalling it
+    env.pop("XCNN_BACKEND", None)
+    command = [mpiexec_or_skip(), "-n", str(ranks), sys.executable, __file__, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+
+
+class MeanGradientSGD(optim.SGD):
+    """SGD that averages each gradient over the ranks before stepping.
+
+    A stand-in for DistributedDataParallel, so that these tests check fit alone.
+    """
+
+    def step(self):
+        import xcnn.distributed as dist
+
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    dist.all_reduce(param.grad, op="mean")
+        super().step()
+
+
+class NanOnRank(NanAfter):
+    """NanAfter on one rank only; the others' losses stay finite."""
+
+    def __init__(self, rank: int, bad: int):
+        import xcnn.distributed as dist
+
+        super().__init__(bad if dist.rank() == rank else 10**9)
+
+
+def distributed_run(path, epochs, batch_size, sgd, stop_after=None, seed=0, loader_seed=1):
+    """The run that test_fit_on_two_ranks does on 2 ranks and on one process."""
+    xcnn.manual_seed(seed)
+    model = mlp(seed, p=0.0)  # dropout would draw different masks for a batch of 8 and of 16
+    opt = sgd(model.parameters(), lr=0.05, momentum=0.9)
+    sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    loader = data.DataLoader(blobs(), batch_size, shuffle=True, seed=loader_seed)
+    val = data.DataLoader(blobs(21, seed=5), 4, even_shards=False)
+    hist = xcnn.fit(
+        model, nn.CrossEntropyLoss(), opt, loader, stop_after or epochs, val, sched,
+        checkpoint=path, resume=path is not None, progress=False, verbose=True, log_interval=2,
+        history_path=None if path is None else Path(path).with_suffix(".csv"),
+    )  # fmt: skip
+    return model, hist
+
+
+def on_ranks(out: Path) -> None:
+    """What every rank runs; rank r writes ``out/r.json`` and ``out/r.npz``."""
+    import xcnn.distributed as dist
+
+    dist.init()
+    xcnn.set_num_threads(1)
+    rank, result = dist.rank(), {"world": dist.world_size()}
+    whole, hist = distributed_run(out / "whole.safetensors", 3, 8, MeanGradientSGD)
+    distributed_run(out / "split.safetensors", 3, 8, MeanGradientSGD, stop_after=2)
+    resumed, resumed_hist = distributed_run(
+        out / "split.safetensors", 3, 8, MeanGradientSGD, seed=7, loader_seed=8
+    )
+    result["history"], result["resumed_history"] = hist.to_dict(), resumed_hist.to_dict()
+    val = data.DataLoader(blobs(21, seed=5), 4, even_shards=False)  # ranks: 11 and 10 images
+    result["evaluate"] = xcnn.evaluate(mlp(3, p=0.0), val, nn.CrossEntropyLoss())  # untrained
+    result["val_batches"] = len(val)
+    model = mlp(0, p=0.0)
+    opt = MeanGradientSGD(model.parameters(), lr=0.05)
+    loader = data.DataLoader(blobs(), 8, shuffle=True, seed=1)
+    try:
+        xcnn.fit(model, NanOnRank(1, bad=3), opt, loader, 1, progress=False, log_interval=2)
+    except TrainingDiverged as error:
+        result["diverged"] = [error.epoch, error.step, str(error)]
+    arrays = {f"whole.{k}": v for k, v in whole.state_dict().items()}
+    arrays |= {f"resumed.{k}": v for k, v in resumed.state_dict().items()}
+    np.savez(out / f"{rank}.npz", **arrays)
+    (out / f"{rank}.json").write_text(json.dumps(result))
+
+
+def test_fit_on_two_ranks(tmp_path):
+    out = launch(2, "--on-ranks", str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    # Rank 0 alone prints: 3 + 2 + 1 epoch lines, one resume line.
+    assert sum(line.startswith("epoch ") for line in lines) == 6, out.stdout
+    assert lines.count(f"resumed from {tmp_path / 'split.safetensors'} after epoch 2") == 1
+    ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    weights = [np.load(tmp_path / f"{r}.npz") for r in range(2)]
+    assert ranks[0]["world"] == 2
+
+    # Every rank holds the same History (rank 0's), also after resuming, and the same weights.
+    assert ranks[0]["history"] == ranks[1]["history"]
+    assert ranks[0]["resumed_history"] == ranks[1]["resumed_history"]
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+        assert ranks[0]["resumed_history"][name] == ranks[0]["history"][name], name
+    assert sorted(weights[0]) == sorted(weights[1])
+    for key in weights[0]:
+        assert np.array_equal(weights[0][key], weights[1][key]), key
+        if key.startswith("whole."):  # resumed from rank 0's checkpoint, bit for bit
+            resumed = weights[0]["resumed." + key.removeprefix("whole.")]
+            assert np.array_equal(weights[0][key], resumed), key
+    assert (
+        xcnn.load(tmp_path / "whole.safetensors", mlp(0, p=0.0))["history"] == ranks[0]["history"]
+    )
+    assert (tmp_path / "whole.csv").read_text().count("\n") == 4  # rank 0 wrote the history
+
+    # One process with batch 16 sees the same global batches: the same weights up to
+    # float32 summation order (the gradient of 16 images is summed in another order).
+    single, hist = distributed_run(None, 3, 16, optim.SGD)
+    for key, value in single.state_dict().items():
+        np.testing.assert_allclose(weights[0]["whole." + key], value, rtol=1e-5, atol=1e-6)
+    two = ranks[0]["history"]
+    np.testing.assert_allclose(two["train_loss"], hist.train_loss, rtol=1e-5)
+    np.testing.assert_allclose(two["val_loss"], hist.val_loss, rtol=1e-5)
+    assert two["train_accuracy"] == hist.train_accuracy
+    assert two["val_accuracy"] == hist.val_accuracy
+
+    # evaluate sums over uneven shards (11 + 10 of 21 images): each image counted once.
+    val = data.DataLoader(blobs(21, seed=5), 4)
+    expected = xcnn.evaluate(mlp(3, p=0.0), val, nn.CrossEntropyLoss())
+    assert 0.2 < expected["accuracy"] < 0.9  # so that a miscount would show
+    assert [r["val_batches"] for r in ranks] == [3, 3]
+    for r in ranks:
+        assert r["evaluate"]["accuracy"] == expected["accuracy"]
+        assert r["evaluate"]["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+
+    # A NaN on rank 1 alone stops both ranks, naming the same step.
+    for r in ranks:
+        assert r["diverged"][:2] == [1, 3], r["diverged"]
+        assert "epoch 1 at step 3 " in r["diverged"][2]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--on-ranks"]:
+        on_ranks(Path(sys.argv[2]))

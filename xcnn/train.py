@@ -24,6 +24,17 @@ With ``checkpoint=path`` every epoch ends with an atomic save of the model,
 optimizer, scheduler, loader RNG, module generators, xcnn's default generator
 and the history; ``resume=True`` continues from it so that, on NumPy, the
 final weights are bit-identical to those of an uninterrupted run.
+
+Under N ranks (:mod:`xcnn.distributed` initialised, e.g. by
+``DistributedDataParallel``) each host read sums the metrics of every rank with
+one ``all_reduce`` (loss sums, correct counts, images, and each rank's count of
+finite steps), so every rank sees the global numbers and stops together on a
+NaN. Rank 0 alone prints, draws the bar and writes the checkpoint and history;
+the others wait at a barrier until the checkpoint is complete. Every rank
+appends rank 0's History row, and resumes from the same checkpoint file (on a
+file system that they share): ranks started with the same seeds keep the same
+RNG states, so rank 0's checkpoint holds every rank's. A world of one runs
+exactly the single-process code.
 """
 
 from __future__ import annotations
@@ -169,6 +180,40 @@ def _array(value: Any) -> Any:
     return value.data if isinstance(value, Tensor) else value
 
 
+def _world() -> tuple[int, int]:
+    """``(world size, rank)`` of :mod:`xcnn.distributed` once initialised, else ``(1, 0)``."""
+    from xcnn import distributed
+
+    if not distributed.is_initialized():
+        return 1, 0
+    return distributed.world_size(), distributed.rank()
+
+
+def _sum_over_ranks(values: Sequence[float]) -> list[float]:
+    """``values`` summed over all ranks (one Allreduce of float64; exact for counts < 2**53)."""
+    import numpy as np
+
+    from xcnn import distributed
+
+    total = np.asarray(values, dtype=np.float64)
+    distributed.all_reduce(total)
+    return [float(v) for v in total]
+
+
+def _global_counts(
+    loss_sum: float, correct: int, images: int, good: int, world: tuple[int, int]
+) -> tuple[float, int, int, int]:
+    """The metrics of all ranks: sums, and the fewest finite steps of any rank."""
+    size, rank = world
+    if size == 1:
+        return loss_sum, correct, images, good
+    # Each rank's finite-step count in its own slot, so the minimum survives a sum.
+    goods = [0.0] * size
+    goods[rank] = float(good)
+    total = _sum_over_ranks([loss_sum, correct, images, *goods])
+    return total[0], int(total[1]), int(total[2]), int(min(total[3:]))
+
+
 class _Metrics:
     """Running sums as 0-d device arrays; :meth:`read` is the only host transfer.
 
@@ -233,7 +278,9 @@ def evaluate(model: Any, loader: Iterable, loss_fn: Any = None) -> dict[str, flo
     """Mean loss and accuracy of ``model`` over ``loader``, in eval mode.
 
     Each module's train/eval mode is restored afterwards. Metrics accumulate on
-    the device and are read once at the end.
+    the device and are read once at the end; under N ranks they are then summed
+    over the ranks, so each rank's loader should hold its own shard (an
+    ``xcnn.data.DataLoader`` does; ``even_shards=False`` counts every sample once).
 
     Parameters
     ----------
@@ -281,15 +328,24 @@ def evaluate(model: Any, loader: Iterable, loss_fn: Any = None) -> dict[str, flo
     finally:
         for module, mode in modes:
             module.training = mode
-    if metrics is None or seen == 0:
+    loss_sum, correct, has_accuracy = 0.0, 0, True
+    if metrics is not None:
+        loss_sum, correct, _ = metrics.read()
+        has_accuracy = metrics.has_accuracy
+    size, _rank = _world()
+    if size > 1:
+        # A rank whose shard is empty still takes part, with zeros.
+        total = _sum_over_ranks([loss_sum, correct, seen, not has_accuracy])
+        loss_sum, correct, seen, has_accuracy = total[0], int(total[1]), int(total[2]), not total[3]
+    if seen == 0:
+        where = " on any rank" if size > 1 else ""
         raise ValueError(
-            f"xcnn.evaluate: the loader yielded no batches (got {type(loader).__name__} "
-            f"of length {_length(loader)})"
+            f"xcnn.evaluate: the loader yielded no batches{where} (got "
+            f"{type(loader).__name__} of length {_length(loader)})"
         )
-    loss_sum, correct, _ = metrics.read()
     return {
         "loss": None if loss_fn is None else loss_sum / seen,
-        "accuracy": correct / seen if metrics.has_accuracy else None,
+        "accuracy": correct / seen if has_accuracy else None,
     }
 
 
@@ -335,7 +391,7 @@ def fit(
         Saved (atomically, see :func:`xcnn.save`) at the end of every epoch.
     progress : bool, default True
         Show a progress bar per epoch (loss, accuracy, images/s) when stderr is
-        a terminal, and print one line per epoch.
+        a terminal, and print one line per epoch (rank 0 only, under N ranks).
     log_interval : int, default 50
         Steps between host reads of the running metrics: the bar's numbers
         refresh, and the loss is checked for NaN/inf, this often.
@@ -343,7 +399,8 @@ def fit(
         Write the history after every epoch (``.csv``: CSV, otherwise JSON).
     callbacks : sequence of callables, optional
         Each is called as ``callback(epoch, history)`` after every epoch (after
-        the checkpoint is written); if any returns ``True`` training stops.
+        the checkpoint is written); if any returns ``True`` training stops
+        (on every rank, when any rank's callback says so).
     resume : bool, default False
         If ``checkpoint`` exists, restore everything from it and continue with
         the next epoch. On NumPy the result equals an uninterrupted run bit for bit.
@@ -382,14 +439,16 @@ def fit(
         raise ValueError(f"xcnn.fit: log_interval must be a positive integer, got {log_interval!r}")
     if resume and checkpoint is None:
         raise ValueError("xcnn.fit: resume=True needs checkpoint=PATH to resume from")
-    verbose = progress if verbose is None else verbose
-    show_bar = bool(progress) and _is_terminal(sys.stderr)
+    world = _world()
+    main = world[1] == 0
+    verbose = (progress if verbose is None else verbose) and main
+    show_bar = bool(progress) and main and _is_terminal(sys.stderr)
     callbacks = list(callbacks or ())
     loader_state = hasattr(train_loader, "state_dict") and hasattr(train_loader, "load_state_dict")
 
     history = History()
     first_epoch, step = 1, 0
-    if resume and Path(checkpoint).exists():
+    if resume and _from_main(world, Path(checkpoint).exists()):
         meta = load(
             checkpoint, model, optimizer, scheduler, loader=train_loader if loader_state else None
         )
@@ -407,7 +466,7 @@ def fit(
     for epoch in range(first_epoch, epochs + 1):
         lr = _current_lr(optimizer)
         start = time.perf_counter()
-        run = _Epoch(epoch, epochs, step, log_interval, show_bar, lr, checkpoint, history)
+        run = _Epoch(epoch, epochs, step, log_interval, show_bar, lr, checkpoint, history, world)
         train_loss, train_accuracy, images, train_seconds = run.train(
             model, loss_fn, optimizer, train_loader
         )
@@ -415,35 +474,57 @@ def fit(
         val = evaluate(model, val_loader, loss_fn) if val_loader is not None else None
         if scheduler is not None:
             scheduler.step()
-        history.append(
-            epochs=epoch,
-            train_loss=train_loss,
-            train_accuracy=train_accuracy,
-            val_loss=None if val is None else val["loss"],
-            val_accuracy=None if val is None else val["accuracy"],
-            seconds=time.perf_counter() - start,
-            images_per_second=images / train_seconds if train_seconds > 0 else math.inf,
-            lr=lr,
-        )
+        row = {
+            "epochs": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_accuracy,
+            "val_loss": None if val is None else val["loss"],
+            "val_accuracy": None if val is None else val["accuracy"],
+            "seconds": time.perf_counter() - start,
+            "images_per_second": images / train_seconds if train_seconds > 0 else math.inf,
+            "lr": lr,
+        }
+        # Rank 0's row (its clock) on every rank, so all ranks hold the same History.
+        history.append(**_from_main(world, row))
         if checkpoint is not None:
-            save(
-                checkpoint,
-                model,
-                optimizer,
-                scheduler,
-                loader=train_loader if loader_state else None,
-                epoch=epoch,
-                step=step,
-                history=history,
-            )
-        if history_path is not None:
+            if main:
+                save(
+                    checkpoint,
+                    model,
+                    optimizer,
+                    scheduler,
+                    loader=train_loader if loader_state else None,
+                    epoch=epoch,
+                    step=step,
+                    history=history,
+                )
+            _barrier(world)  # nobody goes on before the checkpoint is complete
+        if history_path is not None and main:
             history.save(history_path)
         if verbose:
             print(_epoch_line(history, epochs), flush=True)
-        stop = [bool(callback(epoch, history)) for callback in callbacks]
-        if any(stop):
+        stop = any([bool(callback(epoch, history)) for callback in callbacks])
+        if world[0] > 1 and callbacks:
+            stop = _sum_over_ranks([stop])[0] > 0
+        if stop:
             break
     return history
+
+
+def _from_main(world: tuple[int, int], value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (sent as JSON); ``value`` itself in a world of one."""
+    if world[0] == 1:
+        return value
+    from xcnn import distributed
+
+    return distributed.broadcast_object(value)
+
+
+def _barrier(world: tuple[int, int]) -> None:
+    if world[0] > 1:
+        from xcnn import distributed
+
+        distributed.barrier()
 
 
 class _Epoch:
@@ -459,8 +540,10 @@ class _Epoch:
         lr: float | None,
         checkpoint: Any,
         history: History,
+        world: tuple[int, int] = (1, 0),
     ):
         self.epoch, self.epochs = epoch, epochs
+        self.world = world
         self.global_step = global_step
         self.log_interval = log_interval
         self.show_bar = show_bar
@@ -508,25 +591,30 @@ class _Epoch:
                 self.global_step += 1
                 bar.update(1)
                 if steps % self.log_interval == 0:
-                    loss_sum, correct, good = metrics.read()
+                    loss_sum, correct, seen, good = self._read(metrics, images)
                     self._check(good, steps, loss_sum)
                     if self.show_bar:
                         elapsed = time.perf_counter() - start
                         bar.set_postfix_str(
-                            _postfix(loss_sum / images, correct / images, images / elapsed)
+                            _postfix(loss_sum / seen, correct / seen, seen / elapsed)
                         )
             if metrics is None:
                 raise ValueError(
                     f"xcnn.fit: the training loader yielded no batches in epoch {self.epoch} "
                     f"(got {type(loader).__name__} of length {_length(loader)})"
                 )
-            loss_sum, correct, good = metrics.read()  # also waits for the device
+            loss_sum, correct, images, good = self._read(metrics, images)  # waits for the device
             self._check(good, steps, loss_sum)
         finally:
             bar.close()
         seconds = time.perf_counter() - start
         accuracy = correct / images if metrics.has_accuracy else None
         return loss_sum / images, accuracy, images, seconds
+
+    def _read(self, metrics: _Metrics, images: int) -> tuple[float, int, int, int]:
+        """``(loss_sum, correct, images, good_steps)`` so far, over all ranks."""
+        loss_sum, correct, good = metrics.read()
+        return _global_counts(loss_sum, correct, images, good, self.world)
 
     def _check(self, good: int, steps: int, loss_sum: float) -> None:
         """Raise TrainingDiverged if any loss so far in this epoch was not finite."""
