@@ -120,6 +120,7 @@ def kill(out: Path, victim: str, after: str) -> None:
     (out / f"pid{me}").write_text(str(os.getpid()))
     for step in range(100_000):
         if me == int(victim) and step == int(after):
+            (out / "killed_at").write_text(repr(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
         opt.zero_grad()
         loss_fn(model(xs), ys).backward()
@@ -153,7 +154,8 @@ def checkpoint(out: Path) -> None:
     same = all(
         np.array_equal(a, restored.state_dict()[k]) for k, a in model.module.state_dict().items()
     )
-    report = {"epoch": meta["epoch"], "same": same, "files": sorted(os.listdir(out))}
+    files = sorted(f for f in os.listdir(out) if not f.endswith(".json"))  # not the reports
+    report = {"epoch": meta["epoch"], "same": same, "files": files}
     (out / f"rank{dist.rank()}.json").write_text(json.dumps(report))
 
 
