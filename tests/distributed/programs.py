@@ -97,6 +97,22 @@ def unused(out: Path) -> None:
     (out / f"rank{dist.rank()}.json").write_text(json.dumps(grads))
 
 
+def buffers(out: Path) -> None:
+    """Batch norm's running statistics: rank 0's after the wrap and before each training step."""
+    me = dist.rank()
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 2))
+    model[1].running_mean[...] = me + 1.0  # differs on every rank
+    wrapped = dist.DistributedDataParallel(model)
+    after_wrap = model[1].running_mean.tolist()
+    if me == 1:
+        model[1].running_mean[...] = 50.0  # drifts again: the training forward resets it
+    x = np.random.default_rng(me).standard_normal((8, 1, 6, 6)).astype(np.float32)
+    wrapped(xcnn.Tensor(x)).sum().backward()  # rank 0's statistics, updated by the local batch
+    after_step = model[1].running_mean.tolist()
+    report = {"after_wrap": after_wrap, "after_step": after_step}
+    (out / f"rank{me}.json").write_text(json.dumps(report))
+
+
 def mismatch(out: Path, kind: str) -> None:
     """Rank 1 builds another model (``shapes``) or passes another learning rate (``hyper``)."""
     me = dist.rank()
@@ -166,6 +182,7 @@ if __name__ == "__main__":
         "equivalence": equivalence,
         "mismatch": mismatch,
         "unused": unused,
+        "buffers": buffers,
         "kill": kill,
         "hang": hang,
         "error": error,

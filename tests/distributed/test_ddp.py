@@ -70,6 +70,17 @@ def test_a_parameter_without_gradient_on_some_ranks(mpirun, tmp_path):
     }
 
 
+def test_buffers_are_rank_zeros_at_wrap_time_and_before_each_training_forward(mpirun, tmp_path):
+    run = mpirun(2, "buffers")
+    assert run.returncode == 0, run.output
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for report in reports:
+        assert report["after_wrap"] == [1.0] * 4  # rank 0's running mean
+        # 0.9 * rank 0's 1.0 + 0.1 * the local batch's mean (near 0), not 0.9 * 50 + ...
+        assert all(0.8 < value < 1.0 for value in report["after_step"])
+    assert reports[0]["after_step"] != reports[1]["after_step"]  # each rank's own batch
+
+
 def test_a_world_of_one_is_the_plain_model(tmp_path):
     """A plain ``python`` (no launcher): the wrapper changes nothing and imports no MPI."""
     env = {k: v for k, v in os.environ.items() if "RANK" not in k}

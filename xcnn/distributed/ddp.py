@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -280,7 +281,7 @@ class _GradientAverager:
     def __init__(self, params: list[Parameter], bucket_bytes: int) -> None:
         self.params = params
         self.bucket_bytes = bucket_bytes
-        self._nccl: Any = None  # made at the first CuPy bucket
+        self._nccl: Any = None  # at the first CuPy bucket: an NcclAverager, or False
 
     def __call__(self) -> None:
         comm = world._world()
@@ -289,21 +290,41 @@ class _GradientAverager:
         buckets = _buckets(self.params, self.bucket_bytes)
         on_gpu = [p for b in buckets if namespace_name(b[0].data) == "cupy" for p in b]
         present: dict[int, bool] = {}
-        if on_gpu:
-            if self._nccl is None:
-                from xcnn.distributed._nccl_cupy import NcclAverager
-
-                self._nccl = NcclAverager()
+        if on_gpu and self._nccl is None:
+            self._nccl = _nccl_averager()
+        if on_gpu and self._nccl:
             # Which parameters have a gradient on some rank: a few host bytes over MPI,
             # so the device bucket needs no read back.
             counts = np.array([p.grad is not None for p in on_gpu], dtype=np.int32)
             world.wait(comm.Iallreduce(_mpi().IN_PLACE, counts, op=_mpi().SUM), _what(0, 0))
             present = {id(p): bool(c) for p, c in zip(on_gpu, counts, strict=True)}
         for index, bucket in enumerate(buckets):
-            if namespace_name(bucket[0].data) == "cupy":
+            if namespace_name(bucket[0].data) == "cupy" and self._nccl:
                 self._nccl.average(bucket, [present[id(p)] for p in bucket])
             else:
                 _average_on_host(comm, bucket, _what(index, len(buckets)))
+
+
+def _nccl_averager() -> Any:
+    """An NCCL averager when every rank has NCCL, else False (buckets go through the host)."""
+    try:
+        from cupy.cuda import nccl  # noqa: F401
+
+        error = None
+    except ImportError as exc:
+        error = str(exc) or "cupy.cuda.nccl cannot be imported"
+    missing = [r for r, e in enumerate(world._allgather_json(error)) if e is not None]
+    if missing:
+        warnings.warn(
+            f"xcnn.distributed: NCCL is not available on rank(s) {missing} ({error}); CuPy "
+            "gradients are averaged through host memory with MPI instead",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    from xcnn.distributed._nccl_cupy import NcclAverager
+
+    return NcclAverager()
 
 
 def _what(index: int, count: int) -> str:
@@ -445,20 +466,24 @@ def _parameter_slots(module: Module) -> list[tuple[Module, str]]:
 
 def _broadcast(slots: list[tuple[Module, str]], bucket_bytes: int) -> None:
     """Copy rank 0's parameters and buffers (given as ``(owner, name)``) to every rank,
-    one Bcast per bucket of consecutive arrays of one dtype."""
+    one Bcast per bucket of arrays of one dtype (batch norm's float statistics and
+    integer counters go in two buckets, not one per change of dtype)."""
     comm = world._world()
     root = comm.Get_rank() == 0
-    groups: list[list[tuple[Module, str, Any]]] = []
-    key, size = None, 0
+    by_dtype: dict[np.dtype, list[tuple[Module, str, Any]]] = {}
     for owner, name in slots:
         array = _get(owner, name)
-        dtype = backends.host_dtype(array.dtype)
-        nbytes = math.prod(array.shape) * dtype.itemsize
-        if not groups or dtype != key or size + nbytes > bucket_bytes:
-            groups.append([])
-            key, size = dtype, 0
-        groups[-1].append((owner, name, array))
-        size += nbytes
+        by_dtype.setdefault(backends.host_dtype(array.dtype), []).append((owner, name, array))
+    groups: list[list[tuple[Module, str, Any]]] = []
+    for dtype, items in by_dtype.items():
+        size = bucket_bytes  # start a new group
+        for item in items:
+            nbytes = math.prod(item[2].shape) * dtype.itemsize
+            if size + nbytes > bucket_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(item)
+            size += nbytes
     for group in groups:
         dtype = backends.host_dtype(group[0][2].dtype)
         if root:
