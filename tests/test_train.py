@@ -331,6 +331,26 @@ def test_resume_without_a_checkpoint_file_starts_fresh(tmp_path, capsys):
     assert capsys.readouterr().out == f"resumed from {path} after epoch 1\n"
 
 
+def test_checkpoint_of_a_wrapped_model_holds_the_plain_model(tmp_path):
+    from xcnn.distributed import DistributedDataParallel
+
+    model, opt, sched, loader = setup()
+    path = tmp_path / "wrapped.safetensors"
+    wrapped = DistributedDataParallel(model)  # a world of one here
+    xcnn.fit(wrapped, nn.CrossEntropyLoss(), opt, loader, 1, None, sched, path, progress=False)
+    plain = mlp(5)
+    assert xcnn.load(path, plain)["epoch"] == 1  # plain keys: loads without the wrapper
+    for key, value in model.state_dict().items():
+        assert np.array_equal(plain.state_dict()[key], value), key
+    # ... and resumes into a wrapper again.
+    model, opt, sched, loader = setup(seed=3)
+    hist = xcnn.fit(
+        DistributedDataParallel(model), nn.CrossEntropyLoss(), opt, loader, 2, None, sched, path,
+        progress=False, resume=True,
+    )  # fmt: skip
+    assert hist.epochs == [1, 2]
+
+
 def test_callback_can_stop_training():
     model, opt, _sched, loader = setup()
     calls = []

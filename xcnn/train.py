@@ -30,11 +30,13 @@ Under N ranks (:mod:`xcnn.distributed` initialised, e.g. by
 one ``all_reduce`` (loss sums, correct counts, images, and each rank's count of
 finite steps), so every rank sees the global numbers and stops together on a
 NaN. Rank 0 alone prints, draws the bar and writes the checkpoint and history;
-the others wait at a barrier until the checkpoint is complete. Every rank
-appends rank 0's History row, and resumes from the same checkpoint file (on a
-file system that they share): ranks started with the same seeds keep the same
-RNG states, so rank 0's checkpoint holds every rank's. A world of one runs
-exactly the single-process code.
+the others wait until the checkpoint is complete
+(:func:`xcnn.distributed.save_checkpoint`). Every rank appends rank 0's History
+row, and resumes from the same checkpoint file (on a file system that they
+share): ranks started with the same seeds keep the same RNG states, so rank 0's
+checkpoint holds every rank's. A world of one runs exactly the single-process
+code. Checkpoints hold the plain model inside a ``DistributedDataParallel``, so
+a distributed run's checkpoint loads into one process and back.
 """
 
 from __future__ import annotations
@@ -446,11 +448,14 @@ def fit(
     callbacks = list(callbacks or ())
     loader_state = hasattr(train_loader, "state_dict") and hasattr(train_loader, "load_state_dict")
 
+    from xcnn.distributed import unwrap
+
+    plain = unwrap(model)  # checkpoints hold a DistributedDataParallel's plain model
     history = History()
     first_epoch, step = 1, 0
     if resume and _from_main(world, Path(checkpoint).exists()):
         meta = load(
-            checkpoint, model, optimizer, scheduler, loader=train_loader if loader_state else None
+            checkpoint, plain, optimizer, scheduler, loader=train_loader if loader_state else None
         )
         if not isinstance(meta.get("epoch"), int):
             raise ValueError(
@@ -487,18 +492,15 @@ def fit(
         # Rank 0's row (its clock) on every rank, so all ranks hold the same History.
         history.append(**_from_main(world, row))
         if checkpoint is not None:
-            if main:
-                save(
-                    checkpoint,
-                    model,
-                    optimizer,
-                    scheduler,
-                    loader=train_loader if loader_state else None,
-                    epoch=epoch,
-                    step=step,
-                    history=history,
-                )
-            _barrier(world)  # nobody goes on before the checkpoint is complete
+            state = {"loader": train_loader if loader_state else None, "epoch": epoch}
+            state |= {"step": step, "history": history}
+            if world[0] > 1:
+                from xcnn.distributed import save_checkpoint
+
+                # Rank 0 writes; nobody goes on before the file is complete.
+                save_checkpoint(checkpoint, plain, optimizer, scheduler, **state)
+            else:
+                save(checkpoint, plain, optimizer, scheduler, **state)
         if history_path is not None and main:
             history.save(history_path)
         if verbose:
@@ -518,13 +520,6 @@ def _from_main(world: tuple[int, int], value: Any) -> Any:
     from xcnn import distributed
 
     return distributed.broadcast_object(value)
-
-
-def _barrier(world: tuple[int, int]) -> None:
-    if world[0] > 1:
-        from xcnn import distributed
-
-        distributed.barrier()
 
 
 class _Epoch:
