@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,13 +24,13 @@ def tiny_mnist(tmp_path_factory, write_blob_mnist) -> Path:
     return write_blob_mnist(folder, sizes, noise=40, brightness=200, suffix=".gz")
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["XCNN_DIST_TIMEOUT"] = "60"  # a rank that waits for nothing fails the test, never hangs
     env.pop("XCNN_BACKEND", None)
-    return subprocess.run(
-        [sys.executable, str(TRAIN), *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    command = [*launcher, sys.executable, str(TRAIN), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_one_epoch_run_prints_epoch_line_accuracy_plot_and_checkpoint(tiny_mnist, tmp_path):
@@ -97,3 +99,76 @@ def test_cupy_backend_without_gpu_is_refused_clearly(tiny_mnist):
     assert out.returncode == 1
     assert "the 'cupy' backend cannot be used" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# -- --distributed --------------------------------------------------------------------
+
+
+def mpiexec_or_skip() -> str:
+    """The ``mpiexec`` that goes with this interpreter's mpi4py; skip (saying why) without one."""
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py is not installed: pip install 'xcnn[mpi]' (nox's tests-numpy does)")
+    local = Path(sys.executable).with_name("mpiexec")
+    found = str(local) if local.exists() else shutil.which("mpiexec")
+    if found is None:
+        pytest.skip(f"no mpiexec next to {sys.executable} or on PATH: pip install mpich")
+    return found
+
+
+def test_distributed_on_two_ranks_prints_once_and_resumes(tmp_path):
+    mpiexec = mpiexec_or_skip()
+    ckpt, plot = tmp_path / "run.ckpt", tmp_path / "history.png"
+    common = ["--distributed", "--dataset", "sample", "--no-progress", "--checkpoint", str(ckpt)]
+    out = run(*common, "--epochs", "1", "--plot", str(plot), launcher=(mpiexec, "-n", "2"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 5, out.stdout  # header, epoch, plot, time, accuracy: rank 0's only
+    assert lines[0].startswith("xcnn ") and "batch 64 x 2 ranks (1 thread each)" in lines[0]
+    assert lines[1].startswith("epoch 1/1 | loss ")
+    assert lines[2] == f"plot written to {plot}"
+    assert re.fullmatch(r"test accuracy: 0\.\d{4}", lines[-1]), lines[-1]
+    assert float(lines[-1].split(": ")[1]) > 0.3  # ten classes: chance is 0.1
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Traceback" not in out.stderr
+
+    # The printed accuracy counts each of the 1000 test images once: the checkpoint's
+    # weights, evaluated by one process, give the same number.
+    import xcnn
+    from xcnn import data, models
+
+    model = models.lenet5(rng=0)
+    meta = xcnn.load(ckpt, model)
+    assert meta["epoch"] == 1
+    accuracy = xcnn.evaluate(model, data.DataLoader(data.FashionMNISTSample(train=False), 1000))
+    assert lines[-1] == f"test accuracy: {accuracy['accuracy']:.4f}"
+
+    # Both ranks resume from rank 0's checkpoint.
+    resumed = run(*common, "--epochs", "2", "--resume", launcher=(mpiexec, "-n", "2"))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    lines = resumed.stdout.strip().splitlines()
+    assert lines.count(f"resumed from {ckpt} after epoch 1") == 1
+    assert [line[:9] for line in lines if line.startswith("epoch ")] == ["epoch 2/2"]
+    assert sum(line.startswith("test accuracy: ") for line in lines) == 1
+
+
+def test_ranks_started_with_different_settings_are_refused(tmp_path):
+    mpiexec = mpiexec_or_skip()
+    args = ["--distributed", "--dataset", "sample", "--epochs", "1", "--no-progress"]
+    # MPMD: rank 0 runs the first command line, rank 1 the second (which run() appends).
+    rank0 = (mpiexec, "-n", "1", sys.executable, str(TRAIN), *args, "--lr", "0.01")
+    out = run(*args, "--lr", "0.001", launcher=(*rank0, ":", "-n", "1"))
+    assert out.returncode != 0
+    assert "lr" in out.stderr and "0.01" in out.stderr and "0.001" in out.stderr, out.stderr
+    assert "epoch 1/1" not in out.stdout
+
+
+def test_distributed_in_a_world_of_one_trains_as_without_it(tiny_mnist):
+    args = ["--dataset", "mnist", "--data-dir", str(tiny_mnist), "--epochs", "1"]
+    args += ["--batch-size", "16", "--no-progress", "--threads", "1"]
+    plain, distributed = run(*args), run(*args, "--distributed")
+    assert plain.returncode == 0 == distributed.returncode, plain.stderr + distributed.stderr
+    plain_lines, lines = plain.stdout.splitlines(), distributed.stdout.splitlines()
+    assert "batch 16 x 1 rank (1 thread each)" in lines[0]
+    assert lines[-1] == plain_lines[-1]  # the same test accuracy
+    loss = [line.split(" | ")[1] for line in (plain_lines[1], lines[1])]
+    assert loss[0] == loss[1] and loss[0].startswith("loss ")
