@@ -18,6 +18,9 @@ nox.options.default_venv_backend = "venv"
 # The CPU build of PyTorch, pinned and installed before anything that names
 # torch: an unpinned torch pulls gigabytes of CUDA wheels.
 TORCH = "torch==2.13.0"
+# MPI for the tests that launch mpiexec -n 2 (xcnn.distributed, fit, train.py
+# --distributed): mpi4py and the MPICH wheel, which brings its own mpiexec.
+MPI = ("mpi4py>=4.1,<5", "mpich>=5,<6")
 
 
 def _gpu_reason() -> str | None:
@@ -36,8 +39,9 @@ def _gpu_reason() -> str | None:
 
 @nox.session(name="tests-numpy")
 def tests_numpy(session: nox.Session) -> None:
-    """The whole suite on NumPy and array_api_strict."""
+    """The whole suite on NumPy and array_api_strict, with the tests that launch mpiexec."""
     session.install(TORCH)
+    session.install(*MPI)
     session.install("-e", ".[test]")
     # The CuPy cases are collected too, so a CPU-only machine shows them as SKIPPED.
     env = {"XCNN_BACKEND": "numpy", "XCNN_TEST_NAMESPACES": "numpy,array_api_strict,cupy"}
