@@ -41,12 +41,23 @@ class Run:
     returncode: int
     output: str  # stdout and stderr of every rank, mpiexec's and the watcher's
     seconds: float
+    tmpdir: Path  # the ranks' TMPDIR: where the watcher keeps its exit markers
+
+    def leftovers(self, patience: float = 10.0) -> list[Path]:
+        """What stays in the ranks' TMPDIR. After an MPI_Abort, mpiexec may return before
+        the watcher has seen the last rank end and removed its markers: wait a little."""
+        deadline = time.monotonic() + patience
+        while any(self.tmpdir.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(self.tmpdir.iterdir())
 
 
 def _launch(ranks: int, program: str, folder: Path, *args: str, timeout: float, env: dict) -> Run:
     command = [_find_mpiexec(), "-n", str(ranks), sys.executable, str(PROGRAMS), program]
     command += [str(folder), *args]
-    environment = {**os.environ, **env}
+    tmpdir = folder.with_name(folder.name + "-tmpdir")
+    tmpdir.mkdir()
+    environment = {**os.environ, "TMPDIR": str(tmpdir), **env}
     start = time.monotonic()
     process = subprocess.Popen(
         command,
@@ -69,7 +80,7 @@ def _launch(ranks: int, program: str, folder: Path, *args: str, timeout: float, 
         pytest.fail(
             f"mpiexec -n {ranks} programs.py {program} still ran after {timeout} s:\n{output}"
         )
-    return Run(process.returncode, output, time.monotonic() - start)
+    return Run(process.returncode, output, time.monotonic() - start, tmpdir)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ def test_a_killed_rank_ends_the_job_and_is_named(mpirun, tmp_path):
     assert f"rank 1 = pid {pid} on " in run.output  # rank 0's table at start
     lost = re.findall(r"xcnn\.distributed: rank (\d+) \(pid (\d+) on .*\) was lost", run.output)
     assert lost == [("1", pid)], run.output  # the victim, named once; never the survivors
+    assert run.leftovers() == []  # the watcher removed its exit markers
 
 
 def test_a_rank_that_hangs_is_stopped_by_the_time_limit(mpirun, tmp_path):
@@ -44,6 +45,7 @@ def test_an_exception_on_one_rank_stops_the_others(mpirun, tmp_path):
     assert "ValueError: rank 1 fails on purpose" in run.output
     assert not list(tmp_path.glob("finished*"))
     assert "was lost" not in run.output
+    assert run.leftovers() == []
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,8 @@ def install(comm: Any, peers: list[tuple[str, int]]) -> None:
     host = peers[me][0]
     local = [(r, pid) for r, (h, pid) in enumerate(peers) if h == host]
     markers = Path(tempfile.gettempdir()) / f"xcnn-distributed-{os.getuid()}-{local[0][1]}"
-    _state.update(comm=comm, rank=me, markers=markers, marked=False)
+    watching = os.environ.get("XCNN_DIST_WATCH", "1").strip() != "0"
+    _state.update(comm=comm, rank=me, markers=markers, marked=not watching)
     if me == 0:
         table = ", ".join(f"rank {r} = pid {pid} on {h}" for r, (h, pid) in enumerate(peers))
         print(f"xcnn.distributed: {len(peers)} ranks: {table}", file=sys.stderr, flush=True)
@@ -64,7 +65,7 @@ def install(comm: Any, peers: list[tuple[str, int]]) -> None:
     _state["previous_hook"] = previous
     sys.excepthook = _abort_on_exception
     atexit.register(_mark, "ok")
-    if os.environ.get("XCNN_DIST_WATCH", "1").strip() == "0" or local[0][0] != me:
+    if not watching or local[0][0] != me:
         return
     markers.mkdir(parents=True, exist_ok=True)
     arguments = {"host": host, "world": len(peers), "markers": str(markers), "ranks": local}
@@ -77,7 +78,8 @@ def install(comm: Any, peers: list[tuple[str, int]]) -> None:
 
 
 def _mark(status: str) -> None:
-    """Tell this host's watcher how this rank ends: ``ok`` or ``error`` (first call wins)."""
+    """Tell this host's watcher how this rank ends: ``ok`` or ``error`` (first call wins;
+    none without a watcher)."""
     if _state.get("marked", True):
         return
     _state["marked"] = True

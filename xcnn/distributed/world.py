@@ -119,6 +119,8 @@ def init() -> None:
     from xcnn.distributed import faults
 
     faults.install(_comm, _peers)
+    # No rank leaves init (and may fail) before every watcher runs.
+    wait(_comm.Ibarrier(), "init")
     _share_cpus(local_world_size())
     _select_gpu(local_rank())
 
