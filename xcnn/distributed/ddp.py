@@ -29,12 +29,14 @@ sum) per bucket adds them over the ranks; the sums are divided by the world size
 and handed back as views. A parameter without a gradient on some rank contributes
 zeros there; one that no rank has a gradient for keeps ``grad = None``, as in a
 single process. On CuPy the buckets are summed on the GPU with NCCL instead
-(``_nccl_cupy.py``, unverified until it runs on GPUs).
+(``_nccl_cupy.py``, unverified until it runs on GPUs); where a rank has no NCCL,
+through host memory and MPI, with a warning.
 
 Averaging is linear, so a second sync of gradients that are already averaged
 changes nothing: calling the model twice before one backward, or backward twice
 (``retain_graph``), gives the right average, only with more messages. Every rank
-must call the wrapped model (in training mode) as many times as every other.
+must call the wrapped model (in training mode) as many times as every other, and
+the loss must depend on the model's output: the walk reaches the sync node through it.
 """
 
 from __future__ import annotations

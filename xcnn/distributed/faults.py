@@ -4,8 +4,9 @@ What happens without xcnn's help (measured with MPICH 5's ``mpiexec``, Hydra):
 
 * A rank killed with SIGKILL: Hydra SIGKILLs the process group of every other
   rank at once and prints ``BAD TERMINATION ... PID <pid> RUNNING AT <host> ...
-  EXIT CODE: 9``. It names a process id, never a rank, and the survivors cannot
-  say anything: SIGKILL runs no handler.
+  EXIT CODE: 9``. It names a process id, never a rank, and not always the lost
+  rank's (in one run of four it named a survivor); the survivors cannot say
+  anything: SIGKILL runs no handler.
 * An exception on one rank: that rank exits with status 1 and Hydra does
   nothing, so the other ranks wait in their next collective operation forever.
 
@@ -14,17 +15,19 @@ So :func:`install`, called by ``init()`` when there is more than one rank, does 
 1. Rank 0 prints every rank's host and process id on one line of stderr
    (``xcnn.distributed: 2 ranks: rank 0 = pid 812 on node1, rank 1 = pid 813 on
    node1``), so a launcher's message that names a process id names a rank too.
-2. An exception that escapes on any rank is printed as usual, then stops the job
-   with ``MPI_Abort``. An error that every rank raises at once (a mismatch found at
-   wrap time, see ``DistributedError.every_rank``) first lets every rank print it.
+2. An exception that escapes on any rank is printed, headed ``xcnn.distributed:
+   rank 1 stopped on this error:``, then stops the job with ``MPI_Abort``. An error
+   that every rank raises at once (a mismatch found at wrap time, see
+   ``DistributedError.every_rank``) first lets every rank print it.
 3. The lowest rank on each host starts a watcher, a small process outside the
    launcher's process group (``_watch.py``), that learns the instant a rank on its
    host ends. A rank that ends without finishing (no exit marker: killed, crashed,
    out of memory) is named on stderr: ``xcnn.distributed: rank 1 (pid 813 on node1)
    was lost ...``. Each rank writes its marker at a normal exit (``atexit``) and
    before aborting on an error, so finished and failing ranks are not reported.
-   Hydra forwards the watcher's line, and waits for the watcher, which exits as soon
-   as the last rank on its host has ended. ``XCNN_DIST_WATCH=0`` turns it off.
+   Hydra forwards the watcher's line (it keeps reading a rank's stderr until every
+   process holding it has closed it); the watcher exits as soon as the last rank on
+   its host has ended. ``XCNN_DIST_WATCH=0`` turns it off.
 
 A rank that hangs without dying is caught by the time limit on every wait (see
 :func:`xcnn.distributed.world.wait`).
@@ -93,6 +96,11 @@ def _mark(status: str) -> None:
 def _abort_on_exception(kind: type, value: BaseException, tb: Any) -> None:
     """``sys.excepthook`` under MPI: print the error, then stop every rank."""
     previous = _state["previous_hook"]
+    for stream in (sys.stdout, sys.stderr):  # MPI_Abort ends the process without flushing
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
     if previous is sys.__excepthook__:
         text = "".join(traceback.format_exception(kind, value, tb))
         header = f"xcnn.distributed: rank {_state['rank']} stopped on this error:\n"
