@@ -14,7 +14,7 @@ import pytest
 
 import xcnn
 import xcnn.distributed as dist
-from xcnn import nn, optim
+from xcnn import backends, nn, optim
 from xcnn.distributed import ddp
 from xcnn.models import lenet5
 
@@ -226,16 +226,19 @@ class TwoEqualRanks:
         return type("Done", (), {"Test": lambda self: True})()
 
 
-def test_host_averaging_packs_one_message_per_bucket_and_keeps_none():
+def test_host_averaging_packs_one_message_per_bucket_and_keeps_none(backend):
     comm = TwoEqualRanks()
-    params = [nn.Parameter(np.arange(6, dtype=np.float32).reshape(2, 3)) for _ in range(3)]
-    params[0].grad = np.arange(6, dtype=np.float32).reshape(2, 3) / 3
-    params[2].grad = -np.ones((2, 3), np.float32)
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    params = [nn.Parameter(backend.asarray(values)) for _ in range(3)]
+    params[0].grad = backend.asarray(values / 3)
+    params[2].grad = backend.asarray(-np.ones((2, 3), np.float32))
     ddp._average_on_host(comm, params, "test")
     assert comm.calls == 1
-    np.testing.assert_array_equal(params[0].grad, np.arange(6, dtype=np.float32).reshape(2, 3) / 3)
     assert params[1].grad is None
-    np.testing.assert_array_equal(params[2].grad, -np.ones((2, 3), np.float32))
+    for p, expected in ((params[0], values / 3), (params[2], -np.ones((2, 3), np.float32))):
+        assert backends.namespace_name(p.grad) == backend.name  # back on the parameters' backend
+        assert p.grad.dtype == p.data.dtype
+        np.testing.assert_array_equal(backend.to_numpy(p.grad), expected)
 
 
 def test_a_world_of_one_averages_nothing():
