@@ -243,14 +243,15 @@ def lenet_table(r: dict[str, float], batch: int) -> list[str]:
         "| --- | ---: | ---: | ---: |",
         f"| ms per step | {r['graph']:.3f} | {r['layerwise']:.3f} | {r['torch']:.3f} |",
         f"| graph nodes per step | {r['xcnn_nodes']} | {r['xcnn_nodes']} | {r['torch_nodes']} |",
-        f"| us per node | {per_node(r['graph'], r['xcnn_nodes'])} | "
+        f"| step time per node, us | {per_node(r['graph'], r['xcnn_nodes'])} | "
         f"{per_node(r['layerwise'], r['xcnn_nodes'])} | "
         f"{per_node(r['torch'], r['torch_nodes'])} |",
-        f"| / PyTorch | {r['graph'] / r['torch']:.2f}x | {r['layerwise'] / r['torch']:.2f}x "
+        f"| time / PyTorch's | {r['graph'] / r['torch']:.2f}x | {r['layerwise'] / r['torch']:.2f}x "
         "| 1.00x |",
         "",
         "A node is one recorded Function call (PyTorch: one grad_fn, AccumulateGrad left "
-        'out); "us per node" is the whole step divided by them, arithmetic included.',
+        "out); the step time per node includes the arithmetic, which at batch 1 is small "
+        "but not nothing.",
     ]
 
 
