@@ -99,8 +99,9 @@ class DistributedDataParallel(Module):
     Examples
     --------
     >>> import numpy as np, xcnn
+    >>> import xcnn.distributed as dist
     >>> from xcnn import nn, optim
-    >>> model = xcnn.distributed.DistributedDataParallel(nn.Sequential(nn.Linear(4, 2)))
+    >>> model = dist.DistributedDataParallel(nn.Sequential(nn.Linear(4, 2)))
     >>> opt = optim.SGD(model.parameters(), lr=0.1)
     >>> x = xcnn.tensor(np.ones((8, 4), np.float32))
     >>> y = xcnn.tensor(np.zeros(8, np.int64))
