@@ -29,6 +29,7 @@ __all__ = [
     "stack",
     "tensor",
     "data",
+    "distributed",
     "evaluate",
     "fit",
     "get_num_threads",
@@ -46,7 +47,7 @@ __all__ = [
     "TrainingDiverged",
 ]
 
-_SUBMODULES = {"autograd", "data", "models", "nn", "ops", "optim", "testing"}
+_SUBMODULES = {"autograd", "data", "distributed", "models", "nn", "ops", "optim", "testing"}
 _FUNCTIONS = {
     "Tensor": "xcnn.autograd",
     "cat": "xcnn.autograd",
