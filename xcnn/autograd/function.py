@@ -179,8 +179,7 @@ class Function:
     @classmethod
     def apply(cls, *args: Any, **params: Any) -> Any:
         """Run ``forward`` on the arrays of ``args``; record the call when a gradient is needed."""
-        from xcnn.autograd.tensor import Tensor
-
+        Tensor = _TENSOR[0] or _tensor_class()
         recording = is_grad_enabled()
         arrays = []
         needs = []
@@ -212,7 +211,7 @@ class Function:
             Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, ctx, i)
             for i, o in enumerate(outputs)
         )
-        xp = array_namespace(outputs[0])
+        xp = _namespace(outputs[0])
         ctx.output_meta = tuple((tuple(o.shape), o.dtype, xp) for o in outputs)
         ctx.sequence = next(_sequence)
         edges = []
@@ -232,6 +231,27 @@ class Function:
         if ctx._saved:
             _match_saved_outputs(ctx, wrapped)
         return wrapped[0] if single else wrapped
+
+
+# tensor.py imports this module, so the Tensor class is looked up on first use.
+_TENSOR: list[Any] = [None]
+_NAMESPACES: dict[type, Any] = {}
+
+
+def _tensor_class() -> type:
+    from xcnn.autograd.tensor import Tensor
+
+    _TENSOR[0] = Tensor
+    return Tensor
+
+
+def _namespace(array: Any) -> Any:
+    """The array API namespace of ``array``'s type, found once per type (every recorded op
+    keeps it to make zeros for an output that does not reach the loss)."""
+    xp = _NAMESPACES.get(type(array))
+    if xp is None:
+        xp = _NAMESPACES[type(array)] = array_namespace(array)
+    return xp
 
 
 def _check_same_kind(function: type, tensors: list[Any]) -> None:
