@@ -27,6 +27,7 @@ __all__ = [
     "no_grad",
     "set_grad_enabled",
     "stack",
+    "summary",
     "tensor",
     "data",
     "distributed",
@@ -67,6 +68,7 @@ _FUNCTIONS = {
     "load": "xcnn.io",
     "get_num_threads": "xcnn.ops._threads",
     "set_num_threads": "xcnn.ops._threads",
+    "summary": "xcnn._summary",
 }
 
 
