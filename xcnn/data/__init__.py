@@ -10,7 +10,8 @@
 Readers: :func:`read_idx` (MNIST-style IDX, raw or ``.gz``),
 :func:`read_cifar10_batch` (CIFAR-10 binary). Datasets: :class:`MNIST`,
 :class:`FashionMNIST`, :class:`CIFAR10`, the embedded
-:class:`FashionMNISTSample`, and :func:`load_dataset` by name.
+:class:`FashionMNISTSample`, :class:`ImageFolder` (class folders of image
+files; :func:`export_images` writes them), and :func:`load_dataset` by name.
 """
 
 from xcnn.data import sources, transforms
@@ -18,6 +19,7 @@ from xcnn.data.catalog import DATASETS, SampleFallbackWarning, load_dataset
 from xcnn.data.cifar import extract_cifar10, read_cifar10_batch
 from xcnn.data.datasets import CIFAR10, MNIST, ArrayDataset, FashionMNIST, default_root
 from xcnn.data.download import DatasetNotAvailable, Resource, download_file, md5sum
+from xcnn.data.folder import ImageFolder, export_images
 from xcnn.data.idx import read_idx, write_idx
 from xcnn.data.loader import DataLoader
 from xcnn.data.sample import FashionMNISTSample
@@ -31,10 +33,12 @@ __all__ = [
     "DatasetNotAvailable",
     "FashionMNIST",
     "FashionMNISTSample",
+    "ImageFolder",
     "Resource",
     "SampleFallbackWarning",
     "default_root",
     "download_file",
+    "export_images",
     "extract_cifar10",
     "load_dataset",
     "md5sum",
