@@ -24,6 +24,7 @@ def zoo():
     return {name: getattr(models, name)() for name, _ in ZOO}
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize(("name", "shape"), ZOO)
 def test_figures_equal_sum_of_sizes_and_torchinfo(zoo, name, shape):
     pytest.importorskip("torch")
@@ -160,3 +161,21 @@ def test_batch_norm_statistics_untouched():
     after = model.state_dict()
     for key, value in before.items():
         assert (xcnn.backends.to_host(after[key]) == value).all(), key
+
+
+def test_every_backend_same_figures(backend):
+    xcnn.manual_seed(0)
+    stats = xcnn.summary(models.lenet5(), (1, 28, 28), print_fn=None)
+    assert (stats.total_params, stats.total_mult_adds) == (61706, 423038)
+    assert stats.rows[-1].output_shape == (1, 10)
+    assert stats.param_bytes == 61706 * 4
+
+
+def test_dtype_sets_the_input_and_the_sizes():
+    stats = xcnn.summary(
+        models.lenet5(dtype="float64"), (1, 28, 28), dtype="float64", print_fn=None
+    )
+    assert stats.input_bytes == 28 * 28 * 8
+    assert stats.param_bytes == 61706 * 8
+    with pytest.raises(ValueError, match="dtype must be"):
+        xcnn.summary(models.lenet5(), (1, 28, 28), dtype="int8", print_fn=None)

@@ -33,7 +33,23 @@ __all__ = ["ModelStatistics", "SummaryRow", "summary"]
 
 @dataclass
 class SummaryRow:
-    """One module call: where it sits, what it gave, what it holds and costs."""
+    """One module call: where it sits, what it gave, what it holds and costs.
+
+    Attributes
+    ----------
+    class_name : str
+    depth, index : int
+        Nesting level (0: the model) and the call's number among the calls at that
+        depth, through the whole model (torchinfo's ``depth-idx``).
+    output_shape : tuple of int or None
+        ``None`` when the call returned something other than one array or Tensor.
+    num_params : int
+        Parameters of the module's subtree; 0 on a repeated call (``recursive``).
+    mult_adds : int
+        This call's multiply-adds (leaf modules only; see the top of this file).
+    is_leaf, recursive, has_params : bool
+    output_bytes : int
+    """
 
     class_name: str
     depth: int
@@ -58,7 +74,16 @@ class SummaryRow:
 class ModelStatistics:
     """What :func:`summary` found; ``str()`` gives the table.
 
-    Sizes are in bytes; the table shows them in MB (10**6 bytes), as torchinfo does.
+    Attributes
+    ----------
+    rows : list of SummaryRow
+        One per module call, in call order (the model's own call first).
+    input_shape : tuple of int
+    total_params, trainable_params, non_trainable_params, total_mult_adds : int
+    input_bytes, forward_backward_bytes, param_bytes, total_bytes : int
+        In bytes; the table shows them in MB (10**6 bytes), as torchinfo does.
+    depth : int
+        Deepest level the table shows.
     """
 
     rows: list[SummaryRow]
@@ -134,11 +159,18 @@ def summary(
         ``(C, H, W)`` (a batch of one is added) or the full input shape, e.g.
         ``(N, C, H, W)`` or ``(N, features)``.
     dtype : str, default "float32"
-        Dtype of the zeros the model is run on.
+        Dtype of the zeros the model is run on (the model's own, usually).
     depth : int, default 3
         Deepest nesting level shown in the table (the totals count every level).
     print_fn : callable or None, default print
         Receives the table as one string; ``None`` prints nothing.
+
+    Notes
+    -----
+    ``Module.__call__`` (and ``Sequential``'s fusing of ReLUs into their neighbours) is
+    replaced for the one forward and restored afterwards, even when the model raises:
+    do not run other models in other threads meanwhile. The model's and each
+    submodule's train/eval mode is restored; batch-norm statistics are untouched.
 
     Returns
     -------
@@ -158,6 +190,8 @@ def summary(
         shape = (1, *shape)
     params = list(model.parameters())
     xp = backends.array_namespace(params[0].data) if params else backends.current().xp
+    if dtype not in ("float16", "float32", "float64"):
+        raise ValueError(f"summary: dtype must be 'float16', 'float32' or 'float64', got {dtype!r}")
     x = xp.zeros(shape, dtype=getattr(xp, dtype))
 
     rows: list[SummaryRow] = []
