@@ -6,6 +6,11 @@
     python examples/train.py --model simple_cnn --dataset fashion-mnist \\
         --data-dir /usr/share/datasets/fashion-mnist --epochs 10 --optimizer adam
     mpiexec -n 2 python examples/train.py --distributed   # data-parallel on 2 ranks
+    python examples/train.py --dataset folder --data-dir my_images   # your own images
+
+``--dataset folder`` reads class sub-folders of images (:class:`xcnn.data.ImageFolder`):
+``DIR/train`` and ``DIR/test`` (or ``DIR/val``) when both exist, else all of ``DIR``
+with a seeded 10% held out for testing.
 
 Prints a progress bar and a line per epoch, and ends with ``test accuracy: 0.xxxx``.
 With ``--distributed`` every rank trains a replica on its shard of each batch
@@ -15,10 +20,13 @@ With ``--distributed`` every rank trains a replica on its shard of each batch
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 import xcnn
 from xcnn import backends, data, models, nn, optim
@@ -32,12 +40,14 @@ MODELS = {
 }
 # Builders that take the image size (the others adapt with global average pooling).
 SIZED = {"lenet5", "simple_cnn"}
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "sample")
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "sample", "folder")
 OPTIMIZERS = ("adam", "sgd", "adamw")
 
 # Per-channel statistics of the training sets, for the Normalize transform.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# Fraction of a --dataset folder held out for testing when it has no train/test split.
+HELD_OUT = 0.1
 
 
 def number(kind: type, valid, expected: str):
@@ -71,7 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--data-dir",
         type=Path,
         default=None,
-        help="directory holding the dataset files (default: $XCNN_DATA or ~/.cache/xcnn)",
+        help="directory holding the dataset files (default: $XCNN_DATA or ~/.cache/xcnn); "
+        "for --dataset folder, class sub-folders of images, or train/ and test/ (or val/) "
+        "holding them",
     )
     parser.add_argument("--epochs", type=positive_int, default=5)
     parser.add_argument("--batch-size", type=positive_int, default=64)
@@ -106,6 +118,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--resume needs --checkpoint PATH")
     if args.data_dir is not None and not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} does not exist or is not a directory")
+    if args.dataset == "folder" and args.data_dir is None:
+        parser.error("--dataset folder needs --data-dir DIR (class sub-folders of images)")
     return args
 
 
@@ -115,6 +129,42 @@ def build_optimizer(name: str, params, lr: float | None) -> optim.Optimizer:
     if name == "adamw":
         return optim.AdamW(params, lr=lr or 1e-3)
     return optim.Adam(params, lr=lr or 1e-3)
+
+
+def load_folder(root: Path, seed: int, say) -> tuple[data.ArrayDataset, data.ArrayDataset]:
+    """Train and test sets from ``root/train`` and ``root/test`` (or ``root/val``), else a split.
+
+    The test images take the training images' size and channels; the split
+    holds out ``HELD_OUT`` of the images, chosen by ``seed``.
+    """
+    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and test_dir is not None:
+        train_set = data.ImageFolder(root / "train")
+        shape = train_set.images.shape
+        test_set = data.ImageFolder(test_dir, size=shape[2:], grayscale=shape[1] == 1)
+        if test_set.classes != train_set.classes:
+            raise ValueError(
+                f"{test_dir} has classes {test_set.classes} but {root / 'train'} has "
+                f"{train_set.classes}; both need the same class folders"
+            )
+        return train_set, test_set
+    full = data.ImageFolder(root)
+    n = len(full)
+    held = max(1, math.ceil(HELD_OUT * n))
+    if n - held < 1:
+        raise ValueError(f"{root} holds {n} image(s); a held-out split needs at least 2")
+    order = np.random.default_rng(seed).permutation(n)
+    test_idx, train_idx = np.sort(order[:held]), np.sort(order[held:])
+
+    def subset(indices, split):
+        name = f"{root.name} ({split})"
+        return data.ArrayDataset(full.images[indices], full.labels[indices], full.classes, name)
+
+    say(
+        f"no train/ and test/ folders in {root}: held out {held} of {n} images for testing "
+        f"(seed {seed}), training on {n - held}"
+    )
+    return subset(train_idx, "train"), subset(test_idx, "held-out test")
 
 
 def quiet(*args, **kwargs) -> None:
@@ -137,17 +187,20 @@ def main(argv: list[str] | None = None) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", data.SampleFallbackWarning)
-        train_set = data.load_dataset(args.dataset, root=args.data_dir, train=True)
-        if isinstance(train_set, data.FashionMNISTSample):  # fell back: test on the sample too
-            test_set = data.FashionMNISTSample(train=False)
+        if args.dataset == "folder":
+            train_set, test_set = load_folder(args.data_dir, args.seed, say)
         else:
-            test_set = data.load_dataset(args.dataset, root=args.data_dir, train=False)
+            train_set = data.load_dataset(args.dataset, root=args.data_dir, train=True)
+            if isinstance(train_set, data.FashionMNISTSample):  # fell back: test on it too
+                test_set = data.FashionMNISTSample(train=False)
+            else:
+                test_set = data.load_dataset(args.dataset, root=args.data_dir, train=False)
     for notice in caught:
         say(f"notice: {notice.message}", file=sys.stderr)
     channels, height = train_set.images.shape[1], train_set.images.shape[2]
 
     # Chosen from the data actually loaded: offline, cifar10 falls back to the 1x28x28 sample.
-    is_cifar = channels == 3
+    is_cifar = args.dataset == "cifar10" and channels == 3
     transform = None
     if is_cifar:
         transform = data.transforms.Compose(
@@ -166,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
 
     kwargs = {"rng": args.seed, "in_channels": channels, "num_classes": train_set.num_classes}
     if args.model in SIZED:
+        if train_set.images.shape[3] != height:
+            raise ValueError(
+                f"{args.model} takes square images, got {height}x{train_set.images.shape[3]} "
+                "(HxW); resize them or choose --model resnet20"
+            )
         kwargs["input_size"] = height
     model = MODELS[args.model](**kwargs)
     if args.distributed:

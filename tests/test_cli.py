@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,3 +173,49 @@ def test_distributed_in_a_world_of_one_trains_as_without_it(tiny_mnist):
     assert lines[-1] == plain_lines[-1]  # the same test accuracy
     loss = [line.split(" | ")[1] for line in (plain_lines[1], lines[1])]
     assert loss[0] == loss[1] and loss[0].startswith("loss ")
+
+
+def write_image_folder(root: Path, per_class: int, seed: int) -> None:
+    """Two classes of 28x28 grey PNGs: a bright bar high up ("top") or low down ("bottom")."""
+    image_module = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(("bottom", "top")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, size=(28, 28), dtype=np.uint8)
+            row = 4 if name == "top" else 18
+            pixels[row : row + 6, 4:24] += 180
+            image_module.fromarray(pixels).save(root / name / f"{label}_{i:02d}.png")
+
+
+def test_folder_dataset_without_split_holds_out_a_seeded_tenth(tmp_path):
+    write_image_folder(tmp_path / "images", per_class=20, seed=0)
+    args = ["--dataset", "folder", "--data-dir", str(tmp_path / "images"), "--epochs", "1"]
+    out = run(*args, "--batch-size", "8", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert "held out 4 of 40 images for testing (seed 0), training on 36" in lines[0]
+    assert "(36 train, 4 test)" in lines[1]
+    assert sum(line.startswith("epoch 1/1") for line in lines) == 1
+    assert re.fullmatch(r"test accuracy: (0|1)\.\d{4}", lines[-1]), lines[-1]
+
+
+def test_folder_dataset_with_train_and_val_folders(tmp_path):
+    write_image_folder(tmp_path / "images" / "train", per_class=16, seed=1)
+    write_image_folder(tmp_path / "images" / "val", per_class=4, seed=2)
+    args = ["--dataset", "folder", "--data-dir", str(tmp_path / "images"), "--epochs", "1"]
+    out = run(*args, "--batch-size", "8", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "held out" not in out.stdout
+    assert "(32 train, 8 test)" in out.stdout
+    assert re.fullmatch(r"test accuracy: (0|1)\.\d{4}", out.stdout.strip().splitlines()[-1])
+
+
+def test_folder_dataset_needs_data_dir_and_names_an_empty_class(tmp_path):
+    out = run("--dataset", "folder")
+    assert out.returncode != 0 and "--dataset folder needs --data-dir" in out.stderr
+    write_image_folder(tmp_path / "images", per_class=2, seed=3)
+    (tmp_path / "images" / "middle").mkdir()
+    out = run("--dataset", "folder", "--data-dir", str(tmp_path / "images"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "class folder" in out.stderr and "middle' holds no images" in out.stderr
