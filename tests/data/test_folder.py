@@ -101,6 +101,16 @@ def test_grayscale_inferred_and_forced(tmp_path):
     np.testing.assert_array_equal(forced_grey.images[by_name["c.png"], 0], luma)
 
 
+def test_sixteen_bit_png_keeps_its_high_byte(tmp_path):
+    deep = (np.arange(16, dtype=np.uint16) * 4000).reshape(4, 4)
+    Image.fromarray(deep).save(tmp_path / "x16.png")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "x16.png").rename(tmp_path / "a" / "x16.png")
+    ds = ImageFolder(tmp_path)
+    assert ds.images.shape == (1, 1, 4, 4)
+    np.testing.assert_array_equal(ds.images[0, 0], deep >> 8)
+
+
 def test_forced_rgb_on_grey_images(tmp_path):
     save(tmp_path / "a" / "g.png", np.full((2, 3), 200, np.uint8))
     ds = ImageFolder(tmp_path, grayscale=False)

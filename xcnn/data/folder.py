@@ -196,6 +196,10 @@ class ImageFolder(ArrayDataset):
         for i, (path, _) in enumerate(samples):
             with _open(Image, path) as im:
                 try:
+                    if im.mode.startswith("I"):
+                        # 16-bit PNGs: Pillow's convert clips at 255; keep the high byte instead.
+                        high = np.clip(np.asarray(im, dtype=np.int64) >> 8, 0, 255)
+                        im = Image.fromarray(high.astype(np.uint8))
                     im = im.convert(mode) if im.mode != mode else im
                     if im.size != (target[1], target[0]):
                         im = im.resize((target[1], target[0]), Image.Resampling.BILINEAR)
@@ -219,7 +223,8 @@ def _open(Image: Any, path: Path) -> Any:
     """``Image.open(path)``, with any failure turned into a ValueError naming the file."""
     try:
         return Image.open(path)
-    except (OSError, ValueError, SyntaxError) as error:  # UnidentifiedImageError is an OSError
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        # UnidentifiedImageError is an OSError; a bomb is a too-large image, not a corrupt one.
         raise ValueError(f"ImageFolder: cannot read image {str(path)!r}: {error}") from None
 
 
