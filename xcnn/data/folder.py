@@ -103,7 +103,9 @@ class ImageFolder(ArrayDataset):
         ``True``: one grey channel (colour images converted with Pillow's
         ITU-R 601-2 luma); ``False``: three RGB channels (grey, palette and
         RGBA images converted, alpha dropped). ``None`` infers: one channel
-        when every image is grey, else three.
+        when every image is stored grey (Pillow modes ``1``, ``L``, ``LA``,
+        16-bit ``I;16``, whose high byte is kept), else three; palette images
+        count as colour.
 
     Attributes
     ----------
