@@ -664,11 +664,11 @@ def test_conv2d_shape_errors_name_the_op_and_the_shapes(backend, rng, case):
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse_loss"])
-@pytest.mark.parametrize("reduction", ["sum", "none", "Mean"])
-def test_reduction_other_than_mean_is_a_value_error(backend, rng, loss, reduction):
+@pytest.mark.parametrize("reduction", ["max", None, "Mean"])
+def test_unknown_reduction_is_a_value_error(backend, rng, loss, reduction):
     x = Tensor(backend.asarray(rng.standard_normal((2, 3))), requires_grad=True)
     target = backend.asarray(np.array([0, 2]) if loss == "cross_entropy" else np.zeros((2, 3)))
-    with pytest.raises(ValueError, match=rf"^{loss}: reduction='{reduction}'"):
+    with pytest.raises(ValueError, match=rf"^{loss}: reduction={reduction!r} is not one of"):
         getattr(F, loss)(x, target, reduction=reduction)
 
 

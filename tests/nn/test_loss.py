@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+import xcnn
+import xcnn.nn.functional as F
 from xcnn import backends, nn
 from xcnn.testing import gradcheck
 
@@ -206,3 +208,176 @@ def test_repr():
     assert repr(nn.CrossEntropyLoss()) == "CrossEntropyLoss()"
     assert repr(nn.MSELoss()) == "MSELoss()"
     assert list(nn.CrossEntropyLoss().parameters()) == []
+
+
+# -- PyTorch's options: weight, ignore_index, label_smoothing, reduction, soft targets -------
+
+
+def _options_case(backend, rng, soft):
+    """A random cross-entropy configuration in float64: xcnn's arrays and torch's tensors."""
+    n, c = int(rng.integers(1, 7)), int(rng.integers(1, 6))
+    logits = rng.standard_normal((n, c)) * float(rng.choice([0.1, 1.0, 5.0]))
+    kwargs = {
+        "reduction": str(rng.choice(["mean", "sum", "none"])),
+        "label_smoothing": float(rng.choice([0.0, 0.1, 0.5, 1.0])),
+    }
+    weight = rng.uniform(0.1, 2.0, size=c) if rng.random() < 0.5 else None
+    if soft:
+        target = rng.dirichlet(np.ones(c), size=n)
+        t_target = torch.from_numpy(target)
+    else:
+        ignore = int(rng.choice([-100, 0, c - 1, 7]))
+        kwargs["ignore_index"] = ignore
+        target = rng.integers(0, c, size=n)
+        target[rng.random(n) < 0.3] = ignore
+        if ignore >= c and kwargs["reduction"] == "mean":
+            target[0] = 0  # at least one target counts (all ignored: see its own test)
+        t_target = torch.from_numpy(target)
+    t_weight = None if weight is None else torch.from_numpy(weight)
+    x_weight = None if weight is None else backend.asarray(weight, dtype="float64")
+    x_target = backend.asarray(target, dtype="float64" if soft else "int64")
+    return logits, x_target, x_weight, kwargs, t_target, t_weight
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("seed", range(20))
+def test_cross_entropy_options_match_torch(backend, seed, soft):
+    rng = np.random.default_rng(seed)
+    logits, target, weight, kwargs, t_target, t_weight = _options_case(backend, rng, soft)
+    crit = nn.CrossEntropyLoss(weight=weight, **kwargs)
+    twin = torch.nn.CrossEntropyLoss(weight=t_weight, **kwargs)
+    tx = torch.tensor(logits, requires_grad=True)
+    t_loss = twin(tx, t_target)
+    upstream = rng.standard_normal(tuple(t_loss.shape))
+    t_loss.backward(torch.from_numpy(upstream))
+
+    loss = crit(backend.asarray(logits, dtype="float64"), target)
+    assert tuple(loss.shape) == tuple(t_loss.shape)
+    grad = crit.backward(backend.asarray(upstream, dtype="float64"))
+    np.testing.assert_allclose(_host(backend, loss), t_loss.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(_host(backend, grad), tx.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+    # The graph API and F.cross_entropy give the same.
+    x = xcnn.tensor(backend.asarray(logits, dtype="float64"), requires_grad=True)
+    out = F.cross_entropy(x, target, weight=weight, **kwargs)
+    out.backward(backend.asarray(upstream, dtype="float64"))
+    np.testing.assert_allclose(_host(backend, out.data), t_loss.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(_host(backend, x.grad), tx.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_cross_entropy_options_gradcheck(backend, seed, soft):
+    rng = np.random.default_rng(100 + seed)
+    logits, target, weight, kwargs, _, _ = _options_case(backend, rng, soft)
+    crit = nn.CrossEntropyLoss(weight=weight, **kwargs)
+    shape = (int(logits.shape[0]),) if kwargs["reduction"] == "none" else ()
+
+    def backward(g):
+        return crit.backward(backend.xp.reshape(g, shape))
+
+    x = backend.asarray(logits, dtype="float64")
+    assert gradcheck(lambda z: crit(z, target), [x], backward, max_elements=None)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("weighted", [False, True])
+def test_every_target_ignored_matches_torch(backend, weighted):
+    logits = np.arange(6.0).reshape(2, 3)
+    w = np.array([1.0, 2.0, 3.0])
+    crit = nn.CrossEntropyLoss(weight=backend.asarray(w) if weighted else None)
+    twin = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(w) if weighted else None)
+    tx = torch.tensor(logits, requires_grad=True)
+    t_loss = twin(tx, torch.tensor([-100, -100]))
+    t_loss.backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 0/0 is NaN, as in torch
+        loss = crit(backend.asarray(logits), backend.asarray(np.array([-100, -100])))
+        grad = crit.backward()
+    assert np.isnan(float(_host(backend, loss))) and torch.isnan(t_loss)
+    np.testing.assert_array_equal(_host(backend, grad), tx.grad.numpy())
+
+
+def test_reduction_none_layerwise_backward_needs_the_loss_shape(backend, rng):
+    crit = nn.CrossEntropyLoss(reduction="none")
+    logits = backend.asarray(rng.standard_normal((3, 4)))
+    crit(logits, backend.asarray(np.array([0, 1, 2])))
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss.backward: the loss has shape \(3,\)"):
+        crit.backward()
+    with pytest.raises(
+        ValueError, match=r"grad must have the loss's shape \(3,\), got shape \(2,\)"
+    ):
+        crit.backward(backend.asarray(np.ones(2)))
+    assert crit.backward(backend.asarray(np.ones(3))).shape == (3, 4)  # still pending above
+
+
+def test_cross_entropy_option_errors(backend, rng):
+    logits = backend.asarray(rng.standard_normal((3, 4)), dtype="float32")
+    good = backend.asarray(np.array([0, 1, 3]))
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss: reduction='avg' is not one of"):
+        nn.CrossEntropyLoss(reduction="avg")
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss: label_smoothing must be in \[0, 1\]"):
+        nn.CrossEntropyLoss(label_smoothing=1.5)
+    with pytest.raises(TypeError, match="CrossEntropyLoss: ignore_index must be an int"):
+        nn.CrossEntropyLoss(ignore_index=0.5)
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss: expected weight of shape \(4,\)"):
+        nn.CrossEntropyLoss(weight=backend.asarray(np.ones(3), dtype="float32"))(logits, good)
+    with pytest.raises(TypeError, match="CrossEntropyLoss: expected weight in the logits' dtype"):
+        nn.CrossEntropyLoss(weight=backend.asarray(np.ones(4)))(logits, good)
+    with pytest.raises(
+        ValueError, match=r"expected class-probability targets of the logits' shape \(3, 4\)"
+    ):
+        nn.CrossEntropyLoss()(logits, backend.asarray(np.ones((3, 5)), dtype="float32"))
+    with pytest.raises(TypeError, match="expected class-probability targets of the logits' dtype"):
+        nn.CrossEntropyLoss()(logits, backend.asarray(np.ones((3, 4))))
+    with pytest.raises(ValueError, match=r"only ignore_index=5 may lie outside"):
+        nn.CrossEntropyLoss(ignore_index=5)(logits, backend.asarray(np.array([0, -100, 5])))
+    with pytest.raises(ValueError, match=r"cross_entropy: target requires grad"):
+        F.cross_entropy(
+            xcnn.tensor(logits, requires_grad=True),
+            xcnn.tensor(backend.asarray(np.ones((3, 4)), dtype="float32"), requires_grad=True),
+        )
+
+
+def test_weight_is_a_buffer_and_moves_with_the_module(rng):
+    crit = nn.CrossEntropyLoss(weight=np.array([1.0, 2.0], dtype=np.float32))
+    assert list(crit.state_dict()) == ["weight"]
+    assert repr(crit) == "CrossEntropyLoss(weight=(2,))"
+    crit.to("array_api_strict")
+    assert backends.namespace_name(crit.weight) == "array_api_strict"
+    assert repr(nn.CrossEntropyLoss(reduction="sum", label_smoothing=0.1)) == (
+        "CrossEntropyLoss(reduction='sum', label_smoothing=0.1)"
+    )
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_reductions_match_torch(backend, rng, reduction):
+    x, y = rng.standard_normal((3, 2, 4)), rng.standard_normal((3, 2, 4))
+    tx = torch.tensor(x, requires_grad=True)
+    t_loss = torch.nn.MSELoss(reduction=reduction)(tx, torch.from_numpy(y))
+    upstream = rng.standard_normal(tuple(t_loss.shape))
+    t_loss.backward(torch.from_numpy(upstream))
+    crit = nn.MSELoss(reduction=reduction)
+    loss = crit(backend.asarray(x), backend.asarray(y))
+    grad = crit.backward(backend.asarray(upstream) if upstream.ndim else float(upstream))
+    np.testing.assert_allclose(_host(backend, loss), t_loss.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(_host(backend, grad), tx.grad.numpy(), rtol=1e-12)
+    out = F.mse_loss(xcnn.tensor(backend.asarray(x)), backend.asarray(y), reduction=reduction)
+    np.testing.assert_allclose(_host(backend, out.data), t_loss.detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_mse_reductions_gradcheck(backend, rng, reduction):
+    crit = nn.MSELoss(reduction=reduction)
+    x = backend.asarray(rng.standard_normal((3, 4)))
+    y = backend.asarray(rng.standard_normal((3, 4)))
+    shape = (3, 4) if reduction == "none" else ()
+
+    def backward(g):
+        return crit.backward(backend.xp.reshape(g, shape))
+
+    assert gradcheck(lambda z: crit(z, y), [x], backward, max_elements=None)
+    with pytest.raises(ValueError, match=r"MSELoss: reduction='Sum' is not one of"):
+        nn.MSELoss(reduction="Sum")

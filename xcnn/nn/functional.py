@@ -499,50 +499,89 @@ def batch_norm(
 # -- losses --------------------------------------------------------------------------------
 
 
-def _check_reduction(reduction: str, who: str) -> None:
-    if reduction != "mean":
-        raise ValueError(
-            f"{who}: reduction={reduction!r} is not supported yet; only 'mean' is "
-            "(reduce a per-element loss yourself, e.g. with F.log_softmax)"
-        )
-
-
 class CrossEntropy(Function):
-    """Mean softmax cross-entropy from logits and integer targets (fused and stable)."""
+    """Softmax cross-entropy from logits (fused and stable), PyTorch's options."""
 
     name = "cross_entropy"  # how errors name it
 
     @staticmethod
-    def forward(ctx: Context, logits: Any, targets: Any, who: str = "cross_entropy") -> Any:
-        _loss._check_cross_entropy(logits, targets, who)
-        loss, cache = _loss._softmax_cross_entropy(logits, targets)
-        ctx.save_for_backward(*cache)
+    def forward(
+        ctx: Context,
+        logits: Any,
+        targets: Any,
+        weight: Any = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        who: str = "cross_entropy",
+    ) -> Any:
+        options = (weight, ignore_index, reduction, label_smoothing)
+        _loss._check_cross_entropy(logits, targets, who, *options)
+        loss, cache = _loss._softmax_cross_entropy(logits, targets, *options)
+        ctx.cache = cache
         return loss
 
     @staticmethod
     def backward(ctx: Context, grad: Any) -> tuple[Any, None]:
-        cache = ctx.saved_tensors
-        return _loss.softmax_cross_entropy_backward(tuple(cache), grad), None
+        return _loss.softmax_cross_entropy_backward(ctx.cache, grad), None
 
 
-def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> Tensor:
-    """Mean cross-entropy of ``softmax(input)`` against integer class ``target``.
+def _no_grad_for(value: Any, name: str, who: str) -> None:
+    if isinstance(value, Tensor) and value.requires_grad:
+        raise ValueError(
+            f"{who}: {name} requires grad, but xcnn does not differentiate the loss with "
+            f"respect to its {name}; pass {name}.detach()"
+        )
 
-    Shapes: ``input (N, C)`` logits, ``target (N,)`` integers in ``[0, C)`` -> ``()``.
+
+def cross_entropy(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Cross-entropy of ``softmax(input)`` and ``target``, as torch's ``F.cross_entropy``.
+
+    Shapes: ``input (N, C)`` logits; ``target (N,)`` integers in ``[0, C)`` (or
+    ``ignore_index``) or ``(N, C)`` class probabilities in the input's dtype; ``weight
+    (C,)``. The loss is ``()``, or ``(N,)`` for ``reduction="none"``. The math is in
+    ``xcnn.ops.softmax_cross_entropy``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xcnn
+    >>> import xcnn.nn.functional as F
+    >>> logits = xcnn.tensor(np.zeros((2, 4)), requires_grad=True)
+    >>> F.cross_entropy(logits, np.array([1, -100])).item()  # the ignored row adds nothing
+    1.3862943611198906
     """
-    _check_reduction(reduction, "cross_entropy")
-    return CrossEntropy.apply(input, target)
+    _loss._check_reduction(reduction, "cross_entropy")
+    _no_grad_for(target, "target", "cross_entropy")
+    _no_grad_for(weight, "weight", "cross_entropy")
+    return CrossEntropy.apply(
+        input,
+        _data(target),
+        weight=_data(weight),
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
 
 
 class MSE(Function):
     name = "mse_loss"  # how errors name it
 
     @staticmethod
-    def forward(ctx: Context, x: Any, target: Any, who: str = "mse_loss") -> Any:
+    def forward(
+        ctx: Context, x: Any, target: Any, reduction: str = "mean", who: str = "mse_loss"
+    ) -> Any:
+        _loss._check_reduction(reduction, who)
         target = _loss._check_mse(x, target, who)
-        loss, cache = _loss._mse_loss(x, target)
+        loss, cache = _loss._mse_loss(x, target, reduction)
         ctx.cache = cache
-        ctx.target_shape = tuple(target.shape)
         return loss
 
     @staticmethod
@@ -553,9 +592,9 @@ class MSE(Function):
 
 
 def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
-    """Mean of ``(input - target)**2`` over all elements."""
-    _check_reduction(reduction, "mse_loss")
-    return MSE.apply(input, target)
+    """``(input - target)**2``: its mean, its sum, or elementwise (``reduction="none"``)."""
+    _loss._check_reduction(reduction, "mse_loss")
+    return MSE.apply(input, target, reduction=reduction)
 
 
 def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:

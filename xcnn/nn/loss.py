@@ -14,13 +14,14 @@ Backward consumes it: a second backward needs a new forward.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from xcnn.autograd import Tensor
 from xcnn.autograd.grad_mode import enable_grad
 from xcnn.nn import functional as F
 from xcnn.nn.module import Module
-from xcnn.ops.loss import _scale
+from xcnn.ops.loss import _check_reduction, _scale
 
 __all__ = ["CrossEntropyLoss", "MSELoss"]
 
@@ -58,8 +59,9 @@ class _Loss(Module):
 
         Parameters
         ----------
-        grad : float or 0-d array, default 1.0
-            Scale (``dL/dloss``), e.g. for loss weighting.
+        grad : float or array of the loss's shape, default 1.0
+            ``dL/dloss``: a scale (number or 0-d array) for a reduced loss, e.g. for
+            loss weighting; with ``reduction="none"`` an array of the loss's shape.
         """
         calls = self.__dict__.get("_calls")
         if not calls:
@@ -67,20 +69,40 @@ class _Loss(Module):
                 f"{self._label()}: backward() called before forward(); compute "
                 "loss = criterion(input, target) first (each forward allows one backward)"
             )
-        inp, out = calls.pop()
-        out.backward(_scale(grad, out.data, f"{self._label()}.backward"))
+        inp, out = calls[-1]
+        grad = _scale(grad, out.data, f"{self._label()}.backward")
+        calls.pop()
+        out.backward(grad)
         return inp.grad
+
+    def extra_repr(self) -> str:
+        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
 
 
 class CrossEntropyLoss(_Loss):
-    """Mean cross-entropy between ``softmax(logits)`` and integer class targets.
+    """Cross-entropy of ``softmax(logits)`` and class targets, as ``torch.nn.CrossEntropyLoss``.
 
-    The fused, numerically stable form of ``torch.nn.CrossEntropyLoss()``
-    (``reduction="mean"``, no class weights, no label smoothing).
+    The fused, numerically stable form (math in ``xcnn.ops.softmax_cross_entropy``).
+
+    Parameters
+    ----------
+    weight : array, shape (C,), optional
+        A rescaling weight per class, in the logits' dtype and on their backend; kept
+        as the buffer ``weight`` (moved by ``.to()``, saved in ``state_dict``).
+    ignore_index : int, default -100
+        Index targets equal to it add nothing to the loss, its gradient or the mean's
+        divisor (every target ignored: the mean is NaN, as in torch).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        The weighted mean (divided by the summed weights of the non-ignored targets),
+        the sum, or the per-sample loss ``(N,)``.
+    label_smoothing : float in [0, 1], default 0.0
+        Mixes the targets with the uniform distribution, as torch does.
 
     Shapes
     ------
-    logits ``(N, C)`` floating, targets ``(N,)`` integer in ``[0, C)`` -> loss ``()``.
+    logits ``(N, C)`` floating; targets ``(N,)`` integer in ``[0, C)`` (or
+    ``ignore_index``), or class probabilities ``(N, C)`` in the logits' dtype
+    -> loss ``()``, or ``(N,)`` for ``reduction="none"``.
 
     Notes
     -----
@@ -98,19 +120,89 @@ class CrossEntropyLoss(_Loss):
     1.3863
     >>> crit.backward().shape
     (2, 4)
+    >>> per_sample = nn.CrossEntropyLoss(reduction="none")
+    >>> per_sample(np.zeros((2, 4)), np.array([1, 3])).shape
+    (2,)
+    >>> per_sample.backward(np.ones(2)).shape
+    (2, 4)
     """
 
+    def __init__(
+        self,
+        weight: Any = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        who = "CrossEntropyLoss"
+        self.reduction = _check_reduction(reduction, who)
+        if (
+            isinstance(label_smoothing, bool)
+            or not isinstance(label_smoothing, numbers.Real)
+            or not 0.0 <= float(label_smoothing) <= 1.0
+        ):
+            raise ValueError(f"{who}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+            raise TypeError(f"{who}: ignore_index must be an int, got {ignore_index!r}")
+        self.ignore_index = int(ignore_index)
+        self.label_smoothing = float(label_smoothing)
+        if weight is not None:
+            if isinstance(weight, Tensor):
+                weight = weight.detach().data
+            if not hasattr(weight, "shape") or len(weight.shape) != 1:
+                raise ValueError(
+                    f"{who}: weight must be a 1-D array with one entry per class, got "
+                    f"{getattr(weight, 'shape', type(weight).__name__)}"
+                )
+            self.register_buffer("weight", weight)
+        else:
+            self.weight = None
+
+    def extra_repr(self) -> str:
+        parts = []
+        if self.weight is not None:
+            parts.append(f"weight=({int(self.weight.shape[0])},)")
+        if self.ignore_index != -100:
+            parts.append(f"ignore_index={self.ignore_index}")
+        if self.reduction != "mean":
+            parts.append(f"reduction={self.reduction!r}")
+        if self.label_smoothing:
+            parts.append(f"label_smoothing={self.label_smoothing}")
+        return ", ".join(parts)
+
     def forward(self, logits: Tensor, targets: Any) -> Tensor:  # type: ignore[override]
-        """The mean loss (0-d)."""
-        return F.CrossEntropy.apply(logits, targets, who=self._label())
+        """The loss: 0-d, or ``(N,)`` for ``reduction="none"``."""
+        if isinstance(targets, Tensor):
+            if targets.requires_grad:
+                raise ValueError(
+                    "CrossEntropyLoss: targets require grad, but xcnn does not "
+                    "differentiate the loss with respect to its targets; pass targets.detach()"
+                )
+            targets = targets.data
+        return F.CrossEntropy.apply(
+            logits,
+            targets,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            who=self._label(),
+        )
 
 
 class MSELoss(_Loss):
-    """Mean squared error over all elements, as ``torch.nn.MSELoss()``.
+    """Squared error ``(input - target)**2``, as ``torch.nn.MSELoss(reduction=...)``.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Mean or sum over all elements, or the elementwise loss.
 
     Shapes
     ------
-    input and target of one shape (target cast to input's dtype) -> loss ``()``.
+    input and target of one shape (target cast to input's dtype) -> loss ``()``,
+    or the input's shape for ``reduction="none"``.
 
     Examples
     --------
@@ -121,8 +213,15 @@ class MSELoss(_Loss):
     5.0
     >>> crit.backward()
     array([1., 3.])
+    >>> total = nn.MSELoss(reduction="sum")
+    >>> float(total(np.array([1.0, 3.0]), np.array([0.0, 0.0])))
+    10.0
     """
 
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = _check_reduction(reduction, "MSELoss")
+
     def forward(self, input: Tensor, target: Any) -> Tensor:  # type: ignore[override]
-        """The mean squared error (0-d)."""
-        return F.MSE.apply(input, target, who=self._label())
+        """The squared error: 0-d, or the input's shape for ``reduction="none"``."""
+        return F.MSE.apply(input, target, reduction=self.reduction, who=self._label())

@@ -17,7 +17,10 @@ Mean squared error over all ``M`` elements, ``x`` and ``y`` of one shape::
 
     loss = (1/M) sum (x - y)^2            dloss/dx = 2 (x - y) / M
 
-Every backward also takes an upstream scale ``grad`` (dL/dloss, default 1).
+Class weights, ``ignore_index``, label smoothing and class-probability targets
+(:func:`softmax_cross_entropy`) and ``reduction="mean"|"sum"|"none"`` follow
+``torch.nn.CrossEntropyLoss`` / ``torch.nn.MSELoss``. Every backward also takes an
+upstream gradient ``grad`` (dL/dloss, default 1; the loss's shape for "none").
 """
 
 from __future__ import annotations
@@ -108,13 +111,39 @@ def softmax(x: Any, axis: int = -1) -> Any:
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
-def _check_cross_entropy(logits: Any, targets: Any, who: str) -> None:
-    """Validate logits (N, C) and integer targets (N,) in [0, C).
+REDUCTIONS = ("mean", "sum", "none")
 
-    The range check reads one boolean back from the device (one host sync per
-    batch): a label out of range would otherwise give a silently wrong loss.
+
+def _check_reduction(reduction: Any, who: str) -> str:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"{who}: reduction={reduction!r} is not one of 'mean', 'sum', 'none'")
+    return reduction
+
+
+def _check_cross_entropy(
+    logits: Any,
+    targets: Any,
+    who: str,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> bool:
+    """Validate the arguments of a cross-entropy; return True for class-probability targets.
+
+    Index targets are range-checked, which reads one boolean back from the device (one
+    host sync per batch): a label out of range would otherwise give a silently wrong loss.
     """
     xp = _floating_namespace(logits, who, "logits")
+    _check_reduction(reduction, who)
+    if (
+        isinstance(label_smoothing, bool)
+        or not isinstance(label_smoothing, numbers.Real)
+        or not 0.0 <= float(label_smoothing) <= 1.0
+    ):
+        raise ValueError(f"{who}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"{who}: ignore_index must be an int, got {ignore_index!r}")
     try:
         array_namespace(targets)
     except TypeError:
@@ -125,6 +154,49 @@ def _check_cross_entropy(logits: Any, targets: Any, who: str) -> None:
     if logits.ndim != 2:
         raise ValueError(f"{who}: expected logits of shape (N, C), got shape {tuple(logits.shape)}")
     n, c = (int(v) for v in logits.shape)
+    if n == 0 or c == 0:
+        raise ValueError(
+            f"{who}: expected a non-empty batch and at least one class, "
+            f"got logits of shape {tuple(logits.shape)}"
+        )
+    if weight is not None:
+        try:
+            array_namespace(weight)
+        except TypeError:
+            raise TypeError(
+                f"{who}: expected weight to be an array of shape ({c},), "
+                f"got {type(weight).__name__}"
+            ) from None
+        _same_backend(logits, weight, who, ("logits", "weight"))
+        if tuple(weight.shape) != (c,):
+            raise ValueError(
+                f"{who}: expected weight of shape ({c},), one per class, "
+                f"got shape {tuple(weight.shape)}"
+            )
+        if weight.dtype != logits.dtype:
+            raise TypeError(
+                f"{who}: expected weight in the logits' dtype "
+                f"{backends.dtype_name(logits.dtype)}, got {backends.dtype_name(weight.dtype)}"
+            )
+    soft = xp.isdtype(targets.dtype, "real floating")
+    if soft and targets.ndim == 1:
+        raise TypeError(
+            f"{who}: expected integer class-index targets (e.g. int64) of shape (N,), got "
+            f"dtype {backends.dtype_name(targets.dtype)}; class probabilities need shape (N, C)"
+        )
+    if soft:
+        # Class probabilities, as torch accepts: (N, C) in the logits' dtype.
+        if tuple(targets.shape) != (n, c):
+            raise ValueError(
+                f"{who}: expected class-probability targets of the logits' shape {(n, c)}, "
+                f"got shape {tuple(targets.shape)}"
+            )
+        if targets.dtype != logits.dtype:
+            raise TypeError(
+                f"{who}: expected class-probability targets of the logits' dtype "
+                f"{backends.dtype_name(logits.dtype)}, got {backends.dtype_name(targets.dtype)}"
+            )
+        return True
     if targets.ndim != 1:
         raise ValueError(
             f"{who}: expected targets of shape (N,) holding class indices, "
@@ -135,44 +207,65 @@ def _check_cross_entropy(logits: Any, targets: Any, who: str) -> None:
             f"{who}: logits have batch size {n} but targets have {int(targets.shape[0])} "
             f"(logits shape {tuple(logits.shape)}, targets shape {tuple(targets.shape)})"
         )
-    if n == 0 or c == 0:
-        raise ValueError(
-            f"{who}: expected a non-empty batch and at least one class, "
-            f"got logits of shape {tuple(logits.shape)}"
-        )
     if not xp.isdtype(targets.dtype, "integral"):
         raise TypeError(
-            f"{who}: expected integer class-index targets (e.g. int64), got dtype "
-            f"{backends.dtype_name(targets.dtype)}; class probabilities are not supported"
+            f"{who}: expected integer class-index targets (e.g. int64) or floating class "
+            f"probabilities, got dtype {backends.dtype_name(targets.dtype)}"
         )
     # int64 first: C may not fit a narrow label dtype such as uint8.
     labels = xp.astype(targets, xp.int64, copy=False)
-    if bool(xp.any((labels < 0) | (labels >= c))):
+    bad = ((labels < 0) | (labels >= c)) & (labels != int(ignore_index))
+    if bool(xp.any(bad)):
         low, high = int(xp.min(labels)), int(xp.max(labels))
         raise ValueError(
-            f"{who}: expected targets in [0, {c}) for {c} classes, got values in [{low}, {high}]"
+            f"{who}: expected targets in [0, {c}) for {c} classes, got values in "
+            f"[{low}, {high}] (only ignore_index={int(ignore_index)} may lie outside)"
         )
+    return False
 
 
-def softmax_cross_entropy(logits: Any, targets: Any) -> tuple[Any, tuple[Any, Any]]:
-    """Mean cross-entropy of ``softmax(logits)`` against integer class targets.
+def softmax_cross_entropy(
+    logits: Any,
+    targets: Any,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> tuple[Any, tuple[Any, ...]]:
+    """Cross-entropy of ``softmax(logits)`` against class targets, as ``torch.nn.CrossEntropyLoss``.
 
-    Fused log-softmax + negative log-likelihood, as ``torch.nn.CrossEntropyLoss()``.
+    Fused log-softmax + negative log-likelihood. With ``p = softmax(z)`` and a
+    coefficient matrix ``A: (N, C)`` per target kind::
+
+        index targets t:    A_ic = [t_i != ignore_index] w_c ((1-eps) [c == t_i] + eps/C)
+        probabilities y:    A_ic = w_c ((1-eps) y_ic + eps/C)
+        loss_i              = -sum_c A_ic log p_ic                             (N,)
+        dloss_i/dz_i        = p_i sum_c A_ic - A_i
+
+    ``reduction="mean"`` divides the sum by ``sum_i [t_i != ignore_index] w_{t_i}``
+    (index targets; NaN when every target is ignored, as in torch) or by ``N``
+    (probabilities).
 
     Parameters
     ----------
     logits : array, shape (N, C), floating dtype
         Unnormalised scores.
-    targets : array, shape (N,), integer dtype
-        Class indices in ``[0, C)``; checked (one host sync).
+    targets : array, shape (N,) integer, or (N, C) in the logits' dtype
+        Class indices in ``[0, C)`` (or ``ignore_index``; checked, one host sync) or
+        class probabilities.
+    weight : array, shape (C,), logits' dtype, optional
+        A rescaling weight per class.
+    ignore_index : int, default -100
+        Index targets equal to it add nothing to the loss or to the mean's divisor.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    label_smoothing : float in [0, 1], default 0.0
 
     Returns
     -------
-    loss : array, shape ()
+    loss : array, shape () or (N,) for ``reduction="none"``
         In ``logits``' dtype and namespace.
-    cache : tuple ``(probs, onehot)``
-        ``softmax(logits)`` (N, C) and the boolean one-hot targets (N, C), for
-        :func:`softmax_cross_entropy_backward`.
+    cache : tuple
+        For :func:`softmax_cross_entropy_backward`.
 
     Examples
     --------
@@ -185,20 +278,48 @@ def softmax_cross_entropy(logits: Any, targets: Any) -> tuple[Any, tuple[Any, An
     >>> softmax_cross_entropy_backward(cache).shape
     (2, 4)
     """
-    _check_cross_entropy(logits, targets, "softmax_cross_entropy")
-    return _softmax_cross_entropy(logits, targets)
+    options = (weight, ignore_index, reduction, label_smoothing)
+    _check_cross_entropy(logits, targets, "softmax_cross_entropy", *options)
+    return _softmax_cross_entropy(logits, targets, *options)
 
 
-def _softmax_cross_entropy(logits: Any, targets: Any) -> tuple[Any, tuple[Any, Any]]:
+def _softmax_cross_entropy(
+    logits: Any,
+    targets: Any,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> tuple[Any, tuple[Any, ...]]:
     xp = array_namespace(logits, targets)
     n, c = (int(v) for v in logits.shape)
+    eps = float(label_smoothing)
     log_probs = log_softmax(logits, axis=1)
-    # int64 on both sides: narrow (uint8) or unsigned targets compare exactly.
-    labels = xp.astype(targets, xp.int64, copy=False)
-    onehot = labels[:, None] == xp.arange(c, dtype=xp.int64)[None, :]
-    zero = xp.asarray(0.0, dtype=logits.dtype)
-    loss = -xp.sum(xp.where(onehot, log_probs, zero)) / n
-    return _zero_d(xp, loss), (xp.exp(log_probs), onehot)
+    if xp.isdtype(targets.dtype, "real floating"):
+        coef = targets * (1.0 - eps) + eps / c if eps else targets
+        if weight is not None:
+            coef = coef * weight[None, :]
+        denom = xp.asarray(float(n), dtype=logits.dtype)
+    else:
+        # int64 on both sides: narrow (uint8) or unsigned targets compare exactly.
+        labels = xp.astype(targets, xp.int64, copy=False)
+        onehot = xp.astype(labels[:, None] == xp.arange(c, dtype=xp.int64)[None, :], logits.dtype)
+        valid = xp.astype(labels != int(ignore_index), logits.dtype)[:, None]
+        picked = onehot * valid  # the weight of w_{t_i} in the mean's divisor
+        coef = onehot * (1.0 - eps) + eps / c if eps else onehot
+        coef = coef * valid
+        if weight is not None:
+            coef = coef * weight[None, :]
+            picked = picked * weight[None, :]
+        denom = xp.sum(picked)
+    per_sample = -xp.sum(coef * log_probs, axis=1)
+    if reduction == "none":
+        loss = per_sample
+    elif reduction == "sum":
+        loss = _zero_d(xp, xp.sum(per_sample))
+    else:
+        loss = _zero_d(xp, xp.sum(per_sample) / denom)
+    return loss, (xp.exp(log_probs), coef, denom, reduction)
 
 
 def _zero_d(xp: Any, value: Any) -> Any:
@@ -207,40 +328,65 @@ def _zero_d(xp: Any, value: Any) -> Any:
 
 
 def _scale(grad: Any, like: Any, who: str) -> Any:
-    """``grad`` as a Python float or a 0-d array in ``like``'s dtype and namespace."""
+    """``grad`` as a Python float or an array of ``like``'s shape, dtype and namespace.
+
+    A 0-d ``like`` (a reduced loss) takes a number or a 0-d array; a per-sample loss
+    (``reduction="none"``) takes an array of its own shape.
+    """
+    shape = tuple(like.shape)
     if isinstance(grad, numbers.Real) and not isinstance(grad, bool):
+        if shape:
+            raise ValueError(
+                f"{who}: the loss has shape {shape} (reduction='none'); pass grad= "
+                f"an array of that shape"
+            )
         return float(grad)
     try:
         xp = array_namespace(grad)
     except TypeError:
         raise TypeError(
-            f"{who}: grad must be a real number or a 0-d array, got {type(grad).__name__}"
+            f"{who}: grad must be a real number or an array of the loss's shape {shape}, "
+            f"got {type(grad).__name__}"
         ) from None
     _same_backend(like, grad, who, ("the loss", "grad"))
-    if grad.ndim != 0:
-        raise ValueError(f"{who}: grad must be 0-d like the loss, got shape {tuple(grad.shape)}")
+    if tuple(grad.shape) != shape:
+        raise ValueError(
+            f"{who}: grad must have the loss's shape {shape}, got shape {tuple(grad.shape)}"
+        )
     return xp.astype(grad, like.dtype)
 
 
-def softmax_cross_entropy_backward(cache: tuple[Any, Any], grad: Any = 1.0) -> Any:
+def softmax_cross_entropy_backward(cache: tuple[Any, ...], grad: Any = 1.0) -> Any:
     """Gradient of :func:`softmax_cross_entropy` with respect to the logits.
 
     Parameters
     ----------
     cache : tuple
         The second value :func:`softmax_cross_entropy` returned.
-    grad : float or 0-d array, default 1.0
-        Upstream gradient ``dL/dloss``.
+    grad : float or array of the loss's shape, default 1.0
+        Upstream gradient ``dL/dloss``: a number or 0-d array for a reduced loss,
+        an ``(N,)`` array for ``reduction="none"``.
 
     Returns
     -------
     dlogits : array, shape (N, C)
-        ``grad * (softmax(logits) - onehot(targets)) / N``, in the logits' dtype.
+        ``g_i (p_i sum_c A_ic - A_i)`` with ``g = grad / divisor`` for the mean,
+        in the logits' dtype.
     """
-    probs, onehot = cache
+    probs, coef, denom, reduction = cache
     xp = array_namespace(probs)
-    scale = _scale(grad, probs, "softmax_cross_entropy_backward")
-    return (probs - xp.astype(onehot, probs.dtype)) * (scale / int(probs.shape[0]))
+    like = probs[:, 0] if reduction == "none" else denom
+    scale = _scale(grad, like, "softmax_cross_entropy_backward")
+    rows = xp.sum(coef, axis=1, keepdims=True)
+    gz = probs * rows - coef
+    if reduction == "none":
+        return gz * scale[:, None]
+    if reduction == "sum":
+        return gz * scale
+    # Rows with nothing to add (ignored targets) get exactly 0, also when the divisor
+    # is 0 (every target ignored: the loss is NaN, the gradient 0, as in torch).
+    zero = xp.asarray(0.0, dtype=probs.dtype)
+    return xp.where(rows == zero, zero, gz * (scale / denom))
 
 
 def _check_mse(input: Any, target: Any, who: str) -> Any:
@@ -259,20 +405,22 @@ def _check_mse(input: Any, target: Any, who: str) -> Any:
     return xp.astype(target, input.dtype, copy=False)
 
 
-def mse_loss(input: Any, target: Any) -> tuple[Any, Any]:
-    """Mean squared error over all elements, as ``torch.nn.MSELoss()``.
+def mse_loss(input: Any, target: Any, reduction: str = "mean") -> tuple[Any, Any]:
+    """Squared error ``(input - target)**2``, as ``torch.nn.MSELoss(reduction=...)``.
 
     Parameters
     ----------
     input : array, any shape, floating dtype
     target : array, same shape, floating dtype (cast to ``input``'s dtype)
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Mean or sum over all elements, or the elementwise loss (``input``'s shape).
 
     Returns
     -------
-    loss : array, shape ()
+    loss : array, shape () or ``input``'s shape for ``reduction="none"``
         In ``input``'s dtype and namespace.
-    cache : array
-        ``input - target``, for :func:`mse_loss_backward`.
+    cache : tuple
+        ``(input - target, reduction)``, for :func:`mse_loss_backward`.
 
     Examples
     --------
@@ -282,26 +430,38 @@ def mse_loss(input: Any, target: Any) -> tuple[Any, Any]:
     >>> float(loss)
     5.0
     """
+    _check_reduction(reduction, "mse_loss")
     target = _check_mse(input, target, "mse_loss")
-    return _mse_loss(input, target)
+    return _mse_loss(input, target, reduction)
 
 
-def _mse_loss(input: Any, target: Any) -> tuple[Any, Any]:
+def _mse_loss(input: Any, target: Any, reduction: str = "mean") -> tuple[Any, Any]:
     xp = array_namespace(input, target)
     diff = input - target
-    return _zero_d(xp, xp.mean(diff * diff)), diff
+    squared = diff * diff
+    if reduction == "none":
+        return squared, (diff, reduction)
+    total = xp.sum(squared) if reduction == "sum" else xp.mean(squared)
+    return _zero_d(xp, total), (diff, reduction)
 
 
 def mse_loss_backward(cache: Any, grad: Any = 1.0) -> Any:
-    """Gradient of :func:`mse_loss` with respect to ``input``: ``grad * 2 (x - y) / M``.
+    """Gradient of :func:`mse_loss` with respect to ``input``.
+
+    ``2 grad (x - y) / M`` for the mean over ``M`` elements, ``2 grad (x - y)`` for
+    the sum and, elementwise, for ``reduction="none"``.
 
     Parameters
     ----------
-    cache : array
+    cache : tuple
         The second value :func:`mse_loss` returned.
-    grad : float or 0-d array, default 1.0
+    grad : float or array of the loss's shape, default 1.0
         Upstream gradient ``dL/dloss``.
     """
-    diff = cache
-    scale = _scale(grad, diff, "mse_loss_backward")
+    diff, reduction = cache
+    if reduction == "none":
+        return diff * (2.0 * _scale(grad, diff, "mse_loss_backward"))
+    scale = _scale(grad, diff[(0,) * diff.ndim], "mse_loss_backward")
+    if reduction == "sum":
+        return diff * (scale * 2.0)
     return diff * (scale * (2.0 / math.prod(tuple(diff.shape))))
