@@ -94,6 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--plot", type=Path, default=None, help="write loss/accuracy PNG here")
     parser.add_argument(
+        "--summary", action="store_true", help="print the model's layers, shapes and sizes first"
+    )
+    parser.add_argument(
         "--backend",
         choices=backends.NAMES,
         default=None,
@@ -226,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         kwargs["input_size"] = height
     model = MODELS[args.model](**kwargs)
+    if args.summary and is_main:
+        xcnn.summary(model, (channels, height, train_set.images.shape[3]))
     if args.distributed:
         # Rank 0's weights go to every rank; ranks started with other settings are refused.
         model = distributed.DistributedDataParallel(model, hyperparameters=settings(args))

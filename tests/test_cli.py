@@ -219,3 +219,17 @@ def test_folder_dataset_needs_data_dir_and_names_an_empty_class(tmp_path):
     out = run("--dataset", "folder", "--data-dir", str(tmp_path / "images"))
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "class folder" in out.stderr and "middle' holds no images" in out.stderr
+
+
+def test_summary_prints_the_model_table_before_training(tiny_mnist):
+    out = run(
+        "--dataset", "mnist", "--data-dir", str(tiny_mnist), "--epochs", "1",
+        "--batch-size", "32", "--no-progress", "--summary",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    # LeNet-5 on 28x28: 61,706 parameters; the table comes before the first epoch line.
+    assert "Total params: 61,706" in text, text
+    assert re.search(r"Conv2d: 1-1\s+\[1, 6, 28, 28\]\s+156", text), text
+    assert text.index("Total params") < text.index("epoch 1/1")
+    assert text.strip().splitlines()[-1].startswith("test accuracy: ")
