@@ -1,10 +1,11 @@
-"""Sequential and Residual: naming, chaining, gradient flow, shared layers."""
+"""Sequential, Residual, ModuleList, Identity: naming, chaining, gradient flow, shared layers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import xcnn
 from xcnn import nn
 from xcnn.testing import gradcheck
 
@@ -182,3 +183,85 @@ def test_fused_relu_and_maxpool_equal_the_declared_order_exactly(
     np.testing.assert_array_equal(backend.to_numpy(model.backward(gy)), backend.to_numpy(expected))
     model.eval()
     np.testing.assert_array_equal(backend.to_numpy(model(x)), backend.to_numpy(reference))
+
+
+# -- Identity, ModuleList ------------------------------------------------------------------
+
+
+def test_identity_passes_through_in_both_apis(backend, rng):
+    x = backend.asarray(rng.standard_normal((2, 3)))
+    layer = nn.Identity(54, unused="ignored")  # torch ignores its arguments too
+    y = layer(x)
+    np.testing.assert_array_equal(backend.to_numpy(y), backend.to_numpy(x))
+    g = backend.asarray(rng.standard_normal((2, 3)))
+    np.testing.assert_array_equal(backend.to_numpy(layer.backward(g)), backend.to_numpy(g))
+    model = nn.Sequential(nn.Linear(3, 2, rng=0, dtype="float64"), nn.Identity())
+    t = xcnn.tensor(x, requires_grad=True)
+    model(t).sum().backward()
+    assert t.grad.shape == (2, 3)
+    assert list(nn.Identity().parameters()) == [] and repr(nn.Identity()) == "Identity()"
+
+
+def _lins(n):
+    return [nn.Linear(2, 2, rng=i) for i in range(n)]
+
+
+def test_module_list_is_a_list_of_registered_modules():
+    a, b, c, d = _lins(4)
+    layers = nn.ModuleList([a, b])
+    assert len(layers) == 2 and list(layers) == [a, b]
+    assert layers.append(c) is layers
+    layers.extend([d])
+    assert [m for m in layers] == [a, b, c, d]
+    assert layers[-1] is d and layers[1] is b
+    sliced = layers[1:3]
+    assert isinstance(sliced, nn.ModuleList) and list(sliced) == [b, c]
+    assert list(sliced.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    layers.insert(0, nn.ReLU())
+    assert [type(m).__name__ for m in layers] == ["ReLU", "Linear", "Linear", "Linear", "Linear"]
+    assert list(layers.state_dict())[:2] == ["1.weight", "1.bias"]
+    del layers[0]
+    assert list(layers) == [a, b, c, d]
+    layers[0] = nn.Identity()
+    assert isinstance(layers[0], nn.Identity) and len(list(layers.parameters())) == 6
+    layers += [nn.Tanh()]
+    assert len(layers) == 5 and list(nn.ModuleList()) == []
+    with pytest.raises(IndexError, match="ModuleList has 5 modules, index 5 is out of range"):
+        layers[5]
+    with pytest.raises(TypeError, match=r"ModuleList expects xcnn\.nn\.Module instances, got int"):
+        layers.append(3)
+    with pytest.raises(NotImplementedError, match="ModuleList has no forward"):
+        layers(np.zeros((1, 2)))
+
+
+@pytest.mark.torch
+def test_module_list_state_dict_keys_match_torch():
+    import torch
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Linear(3, 3, rng=0), nn.ReLU(), nn.Linear(3, 2, rng=1)])
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    twin = torch.nn.Module()
+    twin.blocks = torch.nn.ModuleList(
+        [torch.nn.Linear(3, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)]
+    )
+    net = Net()
+    assert list(net.state_dict()) == list(twin.state_dict())
+    twin.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in net.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        np.asarray(net(x)),
+        twin.blocks[2](twin.blocks[1](twin.blocks[0](torch.from_numpy(x)))).detach().numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    t = xcnn.tensor(x, requires_grad=True)  # a forward of one's own trains through the graph
+    net(t).sum().backward()
+    assert net.blocks[0].weight.grad.shape == (3, 3)

@@ -3,7 +3,7 @@
 from xcnn.nn import init
 from xcnn.nn.activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from xcnn.nn.batchnorm import BatchNorm1d, BatchNorm2d
-from xcnn.nn.containers import Residual, Sequential
+from xcnn.nn.containers import Identity, ModuleList, Residual, Sequential
 from xcnn.nn.conv import Conv2d
 from xcnn.nn.dropout import Dropout
 from xcnn.nn.flatten import Flatten
@@ -11,6 +11,7 @@ from xcnn.nn.linear import Linear
 from xcnn.nn.loss import CrossEntropyLoss, MSELoss
 from xcnn.nn.module import Module, Parameter
 from xcnn.nn.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from xcnn.nn.softmax import LogSoftmax, Softmax
 
 __all__ = [
     "AdaptiveAvgPool2d",
@@ -22,13 +23,17 @@ __all__ = [
     "CrossEntropyLoss",
     "Dropout",
     "Flatten",
+    "Identity",
     "LeakyReLU",
     "Linear",
+    "LogSoftmax",
     "MSELoss",
     "ReLU",
     "Sigmoid",
+    "Softmax",
     "Tanh",
     "Module",
+    "ModuleList",
     "Parameter",
     "Residual",
     "Sequential",

@@ -1,4 +1,5 @@
-"""Containers: ``Sequential`` chains layers, ``Residual`` adds a skip connection.
+"""Containers: ``Sequential`` chains layers, ``Residual`` adds a skip connection,
+``ModuleList`` holds layers for a ``forward`` of one's own, ``Identity`` passes through.
 
 Their backward is the graph's: the chain in reverse, and a sum where the residual
 branches meet::
@@ -21,7 +22,7 @@ the ReLU touches a quarter of the data (2x2 pooling).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, overload
 
 from xcnn.nn.activation import ReLU
 from xcnn.nn.linear import Linear
@@ -140,3 +141,130 @@ class Residual(Module):
                 f"{tuple(skip.shape)}; pass a shortcut module that matches the block's output"
             )
         return y + skip
+
+
+class Identity(Module):
+    """``y = x``: a placeholder layer, as ``torch.nn.Identity`` (arguments are ignored).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xcnn import nn
+    >>> nn.Identity()(np.array([1.0, 2.0]))
+    array([1., 2.])
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__()
+
+    def forward(self, x: Any) -> Any:
+        return x
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are registered, as ``torch.nn.ModuleList``.
+
+    Indexable (a slice gives a ``ModuleList``), iterable, with ``append``, ``extend``,
+    ``insert`` and ``del``; parameters are named ``"<index>.<name>"`` as in PyTorch. It
+    has no ``forward``: a module's own ``forward`` calls its items.
+
+    Examples
+    --------
+    >>> from xcnn import nn
+    >>> layers = nn.ModuleList([nn.Linear(4, 4) for _ in range(2)])
+    >>> len(layers.append(nn.ReLU()))
+    3
+    >>> [name for name, _ in layers.named_parameters()]
+    ['0.weight', '0.bias', '1.weight', '1.bias']
+    """
+
+    def __init__(self, modules: Iterable[Module] | None = None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def _check(self, module: Any, position: int) -> Module:
+        if not isinstance(module, Module):
+            raise TypeError(
+                f"ModuleList expects xcnn.nn.Module instances, got {type(module).__name__} "
+                f"at position {position}"
+            )
+        return module
+
+    def _index(self, index: int) -> int:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(
+                f"ModuleList indices must be integers or slices, got {type(index).__name__}"
+            )
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"ModuleList has {n} modules, index {index} is out of range")
+        return index % n
+
+    def _renumber(self, modules: list[Module]) -> None:
+        for name in list(self._modules):
+            delattr(self, name)
+            self._modules.pop(name, None)
+        for i, module in enumerate(modules):
+            setattr(self, str(i), module)
+
+    def append(self, module: Module) -> ModuleList:
+        """Add ``module`` at the end; returns ``self``."""
+        setattr(self, str(len(self)), self._check(module, len(self)))
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        """Append each of ``modules``; returns ``self``."""
+        if isinstance(modules, Module) and not isinstance(modules, (ModuleList, Sequential)):
+            raise TypeError(
+                f"ModuleList.extend expects an iterable of modules, got {type(modules).__name__}"
+            )
+        for module in list(modules):
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        """Insert ``module`` before position ``index`` (list semantics)."""
+        modules = list(self)
+        modules.insert(index, self._check(module, index))
+        self._renumber(modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(list(self._modules.values()))
+
+    def __iadd__(self, modules: Iterable[Module]) -> ModuleList:
+        return self.extend(modules)
+
+    @overload
+    def __getitem__(self, index: int) -> Module: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ModuleList: ...
+
+    def __getitem__(self, index: int | slice) -> Module | ModuleList:
+        if isinstance(index, slice):
+            return ModuleList(list(self._modules.values())[index])
+        return list(self._modules.values())[self._index(index)]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        i = self._index(index)
+        modules = list(self)
+        modules[i] = self._check(module, i)
+        self._renumber(modules)  # keeps the registration order that iteration follows
+
+    def __delitem__(self, index: int | slice) -> None:
+        modules = list(self)
+        if isinstance(index, slice):
+            del modules[index]
+        else:
+            del modules[self._index(index)]
+        self._renumber(modules)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "ModuleList has no forward(): call its modules in a forward() of your own, "
+            "or use nn.Sequential to chain them"
+        )
