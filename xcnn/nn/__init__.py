@@ -1,6 +1,6 @@
 """Stateful layers, containers and losses (see ``xcnn.nn.module`` for the contract)."""
 
-from xcnn.nn import init
+from xcnn.nn import init, utils
 from xcnn.nn.activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from xcnn.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from xcnn.nn.containers import Identity, ModuleList, Residual, Sequential
@@ -38,4 +38,5 @@ __all__ = [
     "Residual",
     "Sequential",
     "init",
+    "utils",
 ]
