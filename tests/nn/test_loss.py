@@ -331,6 +331,9 @@ def test_cross_entropy_option_errors(backend, rng):
         nn.CrossEntropyLoss()(logits, backend.asarray(np.ones((3, 5)), dtype="float32"))
     with pytest.raises(TypeError, match="expected class-probability targets of the logits' dtype"):
         nn.CrossEntropyLoss()(logits, backend.asarray(np.ones((3, 4))))
+    with pytest.raises(ValueError, match=r"ignore_index=0 applies to class-index targets only"):
+        probabilities = backend.asarray(np.ones((3, 4)), dtype="float32")
+        nn.CrossEntropyLoss(ignore_index=0)(logits, probabilities)
     with pytest.raises(ValueError, match=r"only ignore_index=5 may lie outside"):
         nn.CrossEntropyLoss(ignore_index=5)(logits, backend.asarray(np.array([0, -100, 5])))
     with pytest.raises(ValueError, match=r"cross_entropy: target requires grad"):

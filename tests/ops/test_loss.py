@@ -7,6 +7,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from xcnn import backends
 from xcnn import ops as F
@@ -317,3 +319,55 @@ def test_mse_errors(backend):
             backend.asarray(np.zeros((0, 3)), dtype="float32"),
             backend.asarray(np.zeros((0, 3)), dtype="float32"),
         )
+
+
+@st.composite
+def _cross_entropy_options(draw):
+    n, c = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    return {
+        "n": n,
+        "c": c,
+        "soft": draw(st.booleans()),
+        "weighted": draw(st.booleans()),
+        "ignore_index": draw(st.sampled_from([-100, 0, c - 1])),
+        "reduction": draw(st.sampled_from(["mean", "sum", "none"])),
+        "label_smoothing": draw(st.sampled_from([0.0, 0.2, 1.0])),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+@pytest.mark.torch
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=_cross_entropy_options())
+def test_softmax_cross_entropy_options_match_torch(backend, case):
+    rng = np.random.default_rng(case["seed"])
+    n, c = case["n"], case["c"]
+    logits = rng.standard_normal((n, c)) * 3
+    if case["soft"]:
+        target = rng.dirichlet(np.ones(c), size=n)
+        case["ignore_index"] = -100  # torch refuses any other with probabilities
+    else:
+        target = rng.integers(0, c, size=n)
+        target[rng.random(n) < 0.3] = case["ignore_index"]
+    weight = rng.uniform(0.1, 2.0, size=c) if case["weighted"] else None
+    kwargs = {k: case[k] for k in ("ignore_index", "reduction", "label_smoothing")}
+
+    tx = torch.tensor(logits, requires_grad=True)
+    t_weight = None if weight is None else torch.from_numpy(weight)
+    t_loss = torch.nn.functional.cross_entropy(
+        tx, torch.from_numpy(target), weight=t_weight, **kwargs
+    )
+    upstream = rng.standard_normal(tuple(t_loss.shape))
+    t_loss.backward(torch.from_numpy(upstream))
+
+    x_weight = None if weight is None else backend.asarray(weight)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # every target ignored: 0/0, NaN as in torch
+        loss, cache = F.softmax_cross_entropy(
+            backend.asarray(logits), backend.asarray(target), weight=x_weight, **kwargs
+        )
+        grad = F.softmax_cross_entropy_backward(cache, backend.asarray(upstream))
+    np.testing.assert_allclose(_host(backend, loss), t_loss.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(_host(backend, grad), tx.grad.numpy(), rtol=1e-9, atol=1e-12)

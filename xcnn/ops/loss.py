@@ -191,6 +191,11 @@ def _check_cross_entropy(
                 f"{who}: expected class-probability targets of the logits' shape {(n, c)}, "
                 f"got shape {tuple(targets.shape)}"
             )
+        if int(ignore_index) != -100:
+            raise ValueError(
+                f"{who}: ignore_index={int(ignore_index)} applies to class-index targets only "
+                "(as in torch); leave it at -100 for class-probability targets"
+            )
         if targets.dtype != logits.dtype:
             raise TypeError(
                 f"{who}: expected class-probability targets of the logits' dtype "
