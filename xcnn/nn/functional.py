@@ -538,6 +538,7 @@ def cross_entropy(
     input: Any,
     target: Any,
     weight: Any = None,
+    *,
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
@@ -547,7 +548,8 @@ def cross_entropy(
     Shapes: ``input (N, C)`` logits; ``target (N,)`` integers in ``[0, C)`` (or
     ``ignore_index``) or ``(N, C)`` class probabilities in the input's dtype; ``weight
     (C,)``. The loss is ``()``, or ``(N,)`` for ``reduction="none"``. The math is in
-    ``xcnn.ops.softmax_cross_entropy``.
+    ``xcnn.ops.softmax_cross_entropy``. The options after ``weight`` are keyword-only:
+    torch's deprecated ``size_average``/``reduce`` sit between them positionally.
 
     Examples
     --------
@@ -591,8 +593,12 @@ class MSE(Function):
         return gx, gt
 
 
-def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
-    """``(input - target)**2``: its mean, its sum, or elementwise (``reduction="none"``)."""
+def mse_loss(input: Any, target: Any, *, reduction: str = "mean") -> Tensor:
+    """``(input - target)**2``: its mean, its sum, or elementwise (``reduction="none"``).
+
+    ``reduction`` is keyword-only: torch's third and fourth positional arguments are the
+    deprecated ``size_average`` and ``reduce``, which xcnn does not have.
+    """
     _loss._check_reduction(reduction, "mse_loss")
     return MSE.apply(input, target, reduction=reduction)
 

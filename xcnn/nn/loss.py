@@ -98,6 +98,9 @@ class CrossEntropyLoss(_Loss):
     label_smoothing : float in [0, 1], default 0.0
         Mixes the targets with the uniform distribution, as torch does.
 
+    The options after ``weight`` are keyword-only (torch's deprecated ``size_average``
+    and ``reduce`` sit between them positionally).
+
     Shapes
     ------
     logits ``(N, C)`` floating; targets ``(N,)`` integer in ``[0, C)`` (or
@@ -130,6 +133,7 @@ class CrossEntropyLoss(_Loss):
     def __init__(
         self,
         weight: Any = None,
+        *,
         ignore_index: int = -100,
         reduction: str = "mean",
         label_smoothing: float = 0.0,
@@ -197,7 +201,8 @@ class MSELoss(_Loss):
     Parameters
     ----------
     reduction : {"mean", "sum", "none"}, default "mean"
-        Mean or sum over all elements, or the elementwise loss.
+        Mean or sum over all elements, or the elementwise loss; keyword-only (torch's
+        first two positional arguments are the deprecated ``size_average``/``reduce``).
 
     Shapes
     ------
@@ -218,7 +223,7 @@ class MSELoss(_Loss):
     10.0
     """
 
-    def __init__(self, reduction: str = "mean"):
+    def __init__(self, *, reduction: str = "mean"):
         super().__init__()
         self.reduction = _check_reduction(reduction, "MSELoss")
 
