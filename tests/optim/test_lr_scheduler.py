@@ -1,4 +1,4 @@
-"""StepLR and CosineAnnealingLR against torch.optim.lr_scheduler, state, errors."""
+"""Schedulers against torch.optim.lr_scheduler, state, errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from xcnn import backends, optim
 from xcnn.nn import Parameter
-from xcnn.optim.lr_scheduler import CosineAnnealingLR, StepLR
+from xcnn.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau, StepLR
 
 EPOCHS = 30
 BASE_LRS = (0.1, 0.02)
@@ -203,3 +203,200 @@ def test_scheduler_needs_an_xcnn_optimizer():
     _, topt = make_optimizers()
     with pytest.raises(TypeError, match=r"StepLR: expected an xcnn\.optim\.Optimizer, got SGD"):
         StepLR(topt, 2)
+
+
+ONE_CYCLE_SETTINGS = [
+    {"max_lr": 0.5, "total_steps": 40},
+    {"max_lr": [0.5, 0.05], "total_steps": 37, "pct_start": 0.25, "anneal_strategy": "linear"},
+    {"max_lr": 1.0, "epochs": 4, "steps_per_epoch": 9, "three_phase": True},
+    {"max_lr": 0.3, "total_steps": 25, "pct_start": 0.0, "div_factor": 10.0},
+    {
+        "max_lr": 0.3,
+        "total_steps": 25,
+        "pct_start": 0.4,
+        "final_div_factor": 100.0,
+        "three_phase": True,
+        "anneal_strategy": "linear",
+    },
+]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("kwargs", ONE_CYCLE_SETTINGS)
+def test_one_cycle_matches_torch(kwargs):
+    opt, topt = make_optimizers()
+    sched = OneCycleLR(opt, **kwargs)
+    tsched = torch.optim.lr_scheduler.OneCycleLR(topt, cycle_momentum=False, **kwargs)
+    total = sched.total_steps
+    # Steps 0 .. total_steps - 1 compared, then step total_steps, which torch allows too.
+    ours, theirs = lr_curves(sched, tsched, topt, epochs=total)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-18)
+    assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-12)
+    max_lrs = np.broadcast_to(np.asarray(kwargs["max_lr"], dtype=float), (2,))
+    div = kwargs.get("div_factor", 25.0)
+    if kwargs.get("pct_start", 0.3) > 0:
+        np.testing.assert_allclose(ours[0], max_lrs / div, rtol=1e-12)
+    # The peak is max_lr exactly only when pct_start * total_steps is a whole number.
+    assert np.all(ours.max(axis=0) <= max_lrs * (1 + 1e-12))
+    assert np.all(ours.max(axis=0) >= 0.95 * max_lrs)
+    np.testing.assert_allclose(
+        ours[-1], max_lrs / div / kwargs.get("final_div_factor", 1e4), rtol=1e-9
+    )
+
+
+@pytest.mark.torch
+def test_one_cycle_stepping_past_total_steps_raises_like_torch():
+    opt, topt = make_optimizers()
+    sched = OneCycleLR(opt, 0.1, total_steps=3)
+    tsched = torch.optim.lr_scheduler.OneCycleLR(topt, 0.1, total_steps=3, cycle_momentum=False)
+    for _ in range(3):
+        topt.step()
+        sched.step()
+        tsched.step()
+    with pytest.raises(ValueError, match="Tried to step 4 times"):
+        tsched.step()
+    with pytest.raises(ValueError, match="OneCycleLR: tried to step 4 times, but total_steps is 3"):
+        sched.step()
+
+
+def run_plateau(sched, metrics):
+    lrs = []
+    for metric in metrics:
+        sched.step(metric)
+        lrs.append(sched.get_last_lr())
+        assert [g["lr"] for g in sched.optimizer.param_groups] == sched.get_last_lr()
+    return lrs
+
+
+# Plateaus, noise below and above the threshold, and a long tail so min_lr is reached.
+PLATEAU_METRICS = [5.0, 4.0, 3.0, 3.0, 3.0, 2.9999, 3.0, 3.0, 3.0, 2.0, 2.0, 2.5, 2.0, 1.99999] + [
+    1.0 + 0.001 * math.sin(i) for i in range(40)
+]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"factor": 0.5, "patience": 2},
+        {"factor": 0.5, "patience": 1, "cooldown": 2, "min_lr": 0.004},
+        {"mode": "max", "factor": 0.3, "patience": 0, "threshold": 0.01},
+        {"patience": 1, "threshold_mode": "abs", "threshold": 0.5, "min_lr": [0.001, 0.0]},
+        {"mode": "max", "threshold_mode": "abs", "patience": 3, "cooldown": 1, "eps": 1e-3},
+    ],
+)
+def test_reduce_on_plateau_matches_torch(kwargs):
+    opt, topt = make_optimizers()
+    sched = ReduceLROnPlateau(opt, **kwargs)
+    tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **kwargs)
+    metrics = PLATEAU_METRICS if kwargs.get("mode") != "max" else [-m for m in PLATEAU_METRICS]
+    ours = run_plateau(sched, metrics)
+    theirs = []
+    for metric in metrics:
+        tsched.step(metric)
+        theirs.append(tsched.get_last_lr())
+    assert ours == theirs
+    assert (sched.best, sched.num_bad_epochs, sched.cooldown_counter) == (
+        tsched.best,
+        tsched.num_bad_epochs,
+        tsched.cooldown_counter,
+    )
+    assert len({tuple(lr) for lr in ours}) > 1  # the schedule did reduce
+
+
+@pytest.mark.parametrize(
+    ("make", "advance"),
+    [
+        (lambda opt: OneCycleLR(opt, [0.4, 0.1], total_steps=30), lambda s, i: s.step()),
+        (
+            lambda opt: OneCycleLR(
+                opt, 0.4, total_steps=31, three_phase=True, anneal_strategy="linear"
+            ),
+            lambda s, i: s.step(),
+        ),
+        (
+            lambda opt: ReduceLROnPlateau(opt, factor=0.5, patience=1, cooldown=1),
+            lambda s, i: s.step(PLATEAU_METRICS[i]),
+        ),
+    ],
+    ids=["one-cycle", "one-cycle-three-phase", "plateau"],
+)
+def test_new_schedulers_state_dict_round_trip_through_json(make, advance):
+    opt, _ = make_optimizers()
+    sched = make(opt)
+    for i in range(8):
+        advance(sched, i)
+    text = json.dumps(sched.state_dict())
+    expected = []
+    for i in range(8, 20):
+        advance(sched, i)
+        expected.append(sched.get_last_lr())
+
+    fresh_opt, _ = make_optimizers()
+    fresh = make(fresh_opt)
+    fresh.load_state_dict(json.loads(text))
+    assert fresh.last_epoch == 8
+    assert [g["lr"] for g in fresh_opt.param_groups] == fresh.get_last_lr()
+    resumed = []
+    for i in range(8, 20):
+        advance(fresh, i)
+        resumed.append(fresh.get_last_lr())
+    assert resumed == expected
+
+
+def test_plateau_load_state_dict_missing_counter_raises():
+    opt, _ = make_optimizers()
+    sched = ReduceLROnPlateau(opt)
+    state = {k: v for k, v in sched.state_dict().items() if k != "best"}
+    with pytest.raises(KeyError, match="missing entries \\['best'\\]"):
+        sched.load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda o: OneCycleLR(o, 0.1), ValueError, "total_steps or both epochs"),
+        (lambda o: OneCycleLR(o, 0.1, epochs=3), ValueError, "total_steps or both epochs"),
+        (lambda o: OneCycleLR(o, 0.1, total_steps=0), ValueError, "total_steps must be >= 1"),
+        (lambda o: OneCycleLR(o, 0.1, total_steps=5.0), TypeError, "total_steps must be an int"),
+        (
+            lambda o: OneCycleLR(o, 0.1, epochs=0, steps_per_epoch=3),
+            ValueError,
+            "epochs must be >= 1",
+        ),
+        (lambda o: OneCycleLR(o, 0.0, total_steps=5), ValueError, "max_lr must be > 0"),
+        (lambda o: OneCycleLR(o, [0.1], total_steps=5), ValueError, "max_lr has 1 value"),
+        (lambda o: OneCycleLR(o, 0.1, 5, pct_start=1.5), ValueError, "pct_start must be in"),
+        (lambda o: OneCycleLR(o, 0.1, 5, anneal_strategy="exp"), ValueError, "anneal_strategy"),
+        (lambda o: OneCycleLR(o, 0.1, 5, div_factor=0.0), ValueError, "div_factor must be > 0"),
+        (lambda o: OneCycleLR(o, 0.1, 5, final_div_factor=-1.0), ValueError, "final_div_factor"),
+        (lambda o: OneCycleLR(o, 0.1, 5, three_phase=1), TypeError, "three_phase must be a bool"),
+        (
+            lambda o: OneCycleLR(o, 0.1, 5, cycle_momentum=True),
+            NotImplementedError,
+            "cycle_momentum=True is not supported yet",
+        ),
+        (lambda o: ReduceLROnPlateau(o, mode="avg"), ValueError, "mode must be 'min' or 'max'"),
+        (lambda o: ReduceLROnPlateau(o, factor=1.0), ValueError, "factor must be < 1"),
+        (lambda o: ReduceLROnPlateau(o, factor=-0.5), ValueError, "factor"),
+        (lambda o: ReduceLROnPlateau(o, patience=-1), ValueError, "patience must be >= 0"),
+        (lambda o: ReduceLROnPlateau(o, patience=2.5), TypeError, "patience must be an int"),
+        (lambda o: ReduceLROnPlateau(o, cooldown=-1), ValueError, "cooldown must be >= 0"),
+        (lambda o: ReduceLROnPlateau(o, threshold_mode="x"), ValueError, "threshold_mode"),
+        (lambda o: ReduceLROnPlateau(o, threshold=-1.0), ValueError, "threshold"),
+        (lambda o: ReduceLROnPlateau(o, min_lr=[0.0]), ValueError, "min_lr must be one number"),
+        (lambda o: ReduceLROnPlateau(o, min_lr=-1.0), ValueError, "min_lr"),
+        (lambda o: ReduceLROnPlateau(o, eps=-1.0), ValueError, "eps"),
+    ],
+)
+def test_new_schedulers_bad_arguments_raise(make, error, match):
+    opt, _ = make_optimizers()
+    with pytest.raises(error, match=match):
+        make(opt)
+
+
+def test_plateau_needs_an_xcnn_optimizer():
+    _, topt = make_optimizers()
+    with pytest.raises(TypeError, match=r"ReduceLROnPlateau: expected an xcnn\.optim\.Optimizer"):
+        ReduceLROnPlateau(topt)

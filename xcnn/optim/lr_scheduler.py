@@ -18,6 +18,21 @@ where ``s = warmup_start_factor``. The warmup rises linearly from ``s * base``
 to ``base`` at epoch ``W``; the cosine then reaches ``eta_min`` at ``T_max``
 (so ``T_max`` counts the warmup epochs too) and, like PyTorch's, rises again
 after it.
+
+OneCycleLR (stepped once per *batch*, ``n`` = step) anneals between
+``initial = max_lr / div_factor``, ``max_lr`` and ``min = initial / final_div_factor``
+in phases ending at steps ``pct_start * total - 1`` and ``total - 1`` (three
+phases: ``pct_start * total - 1``, ``2 * pct_start * total - 2``, ``total - 1``,
+going initial -> max -> initial -> min)::
+
+    lr(n) = end + (start - end) * (1 + cos(pi * pct)) / 2     anneal_strategy="cos"
+    lr(n) = start + (end - start) * pct                       anneal_strategy="linear"
+
+with ``pct = (n - phase_start) / (phase_end - phase_start)`` within the phase.
+
+ReduceLROnPlateau is not a closed form: ``step(metric)`` multiplies each
+group's rate by ``factor`` (not below ``min_lr``) once the metric has failed to
+improve for more than ``patience`` steps, then waits ``cooldown`` steps.
 """
 
 from __future__ import annotations
@@ -28,7 +43,15 @@ from typing import Any
 
 from xcnn.optim.optimizer import Optimizer, check_real
 
-__all__ = ["CosineAnnealingLR", "LRScheduler", "StepLR"]
+
+def _check_int(owner: str, name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{owner}: {name} must be >= {low}, got {value!r}")
+
+
+__all__ = ["CosineAnnealingLR", "LRScheduler", "OneCycleLR", "ReduceLROnPlateau", "StepLR"]
 
 
 class LRScheduler:
@@ -267,3 +290,378 @@ class CosineAnnealingLR(LRScheduler):
             * (1 + math.cos(math.pi * (epoch - warmup) / (self.T_max - warmup)))
             / 2
         )
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy: warm up to ``max_lr``, then anneal far below the start.
+
+    Step it once per batch; ``total_steps`` steps are allowed, one more raises
+    (as in PyTorch). Formulas in the module docstring.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    max_lr : float or list of float
+        Peak learning rate, one for all groups or one per group, ``> 0``.
+    total_steps : int, optional
+        Length of the cycle, ``>= 1``. If omitted, ``epochs * steps_per_epoch``.
+    epochs, steps_per_epoch : int, optional
+        Used when ``total_steps`` is omitted, both ``>= 1``.
+    pct_start : float, default 0.3
+        Fraction of the cycle spent rising, in ``[0, 1]``.
+    anneal_strategy : {"cos", "linear"}, default "cos"
+    div_factor : float, default 25.0
+        ``initial_lr = max_lr / div_factor``, ``> 0``.
+    final_div_factor : float, default 1e4
+        ``min_lr = initial_lr / final_div_factor``, ``> 0``.
+    three_phase : bool, default False
+        Fall back to ``initial_lr`` symmetrically before annealing to ``min_lr``.
+    cycle_momentum : bool, default False
+        Momentum cycling is not supported yet; only ``False`` is accepted
+        (PyTorch's default is ``True``).
+
+    Examples
+    --------
+    >>> import xcnn
+    >>> p = xcnn.nn.Parameter(xcnn.backends.current().asarray([1.0]))
+    >>> opt = xcnn.optim.SGD([p], lr=1.0)
+    >>> sched = xcnn.optim.lr_scheduler.OneCycleLR(
+    ...     opt, max_lr=1.0, total_steps=5, pct_start=0.4, anneal_strategy="linear"
+    ... )
+    >>> lrs = []
+    >>> for batch in range(5):
+    ...     lrs.append(round(sched.get_last_lr()[0], 4))
+    ...     sched.step()
+    >>> lrs
+    [0.04, 1.0, 0.6667, 0.3333, 0.0]
+    """
+
+    _hyperparameters = (
+        "max_lr",
+        "total_steps",
+        "pct_start",
+        "anneal_strategy",
+        "div_factor",
+        "final_div_factor",
+        "three_phase",
+    )
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        max_lr: float | list[float],
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+        cycle_momentum: bool = False,
+    ):
+        if cycle_momentum is not False:
+            raise NotImplementedError(
+                "OneCycleLR: cycle_momentum=True is not supported yet; pass cycle_momentum=False"
+            )
+        if total_steps is None:
+            if epochs is None or steps_per_epoch is None:
+                raise ValueError(
+                    "OneCycleLR: give either total_steps or both epochs and steps_per_epoch"
+                )
+            _check_int("OneCycleLR", "epochs", epochs, 1)
+            _check_int("OneCycleLR", "steps_per_epoch", steps_per_epoch, 1)
+            total_steps = epochs * steps_per_epoch
+        n_groups = len(optimizer.param_groups) if isinstance(optimizer, Optimizer) else 1
+        if isinstance(max_lr, (list, tuple)):
+            if len(max_lr) != n_groups:
+                raise ValueError(
+                    f"OneCycleLR: max_lr has {len(max_lr)} value(s), the optimizer has "
+                    f"{n_groups} parameter group(s)"
+                )
+            max_lrs = list(max_lr)
+        else:
+            max_lrs = [max_lr] * n_groups
+        values = {
+            "max_lr": max_lrs,
+            "total_steps": total_steps,
+            "pct_start": pct_start,
+            "anneal_strategy": anneal_strategy,
+            "div_factor": div_factor,
+            "final_div_factor": final_div_factor,
+            "three_phase": three_phase,
+        }
+        self._validate(values)
+        for key, value in values.items():
+            setattr(self, key, value)
+        super().__init__(optimizer)
+
+    def _validate(self, values: dict[str, Any]) -> None:
+        max_lrs = values["max_lr"]
+        if not isinstance(max_lrs, list):
+            raise TypeError(f"OneCycleLR: max_lr must be a list in a state dict, got {max_lrs!r}")
+        if hasattr(self, "optimizer") and len(max_lrs) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"OneCycleLR: max_lr has {len(max_lrs)} value(s), the optimizer has "
+                f"{len(self.optimizer.param_groups)} parameter group(s)"
+            )
+        for lr in max_lrs:
+            check_real("OneCycleLR", "max_lr", lr)
+            if lr == 0:
+                raise ValueError("OneCycleLR: max_lr must be > 0, got 0")
+        _check_int("OneCycleLR", "total_steps", values["total_steps"], 1)
+        pct = values["pct_start"]
+        check_real("OneCycleLR", "pct_start", pct)
+        if pct > 1:
+            raise ValueError(f"OneCycleLR: pct_start must be in [0, 1], got {pct!r}")
+        if values["anneal_strategy"] not in ("cos", "linear"):
+            raise ValueError(
+                "OneCycleLR: anneal_strategy must be 'cos' or 'linear', got "
+                f"{values['anneal_strategy']!r}"
+            )
+        for key in ("div_factor", "final_div_factor"):
+            check_real("OneCycleLR", key, values[key])
+            if values[key] == 0:
+                raise ValueError(f"OneCycleLR: {key} must be > 0, got 0")
+        if not isinstance(values["three_phase"], bool):
+            raise TypeError(
+                f"OneCycleLR: three_phase must be a bool, got {values['three_phase']!r}"
+            )
+
+    def _phases(self, max_lr: float) -> list[tuple[float, float, float]]:
+        """``(end_step, start_lr, end_lr)`` per phase, as torch builds them."""
+        initial = max_lr / float(self.div_factor)
+        final = initial / float(self.final_div_factor)
+        total, pct = self.total_steps, float(self.pct_start)
+        if self.three_phase:
+            return [
+                (float(pct * total) - 1, initial, max_lr),
+                (float(2 * pct * total) - 2, max_lr, initial),
+                (total - 1, initial, final),
+            ]
+        return [(float(pct * total) - 1, initial, max_lr), (total - 1, max_lr, final)]
+
+    def _anneal(self, start: float, end: float, pct: float) -> float:
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def _lr_at(self, max_lr: float, step: int) -> float:
+        if step > self.total_steps:
+            raise ValueError(
+                f"OneCycleLR: tried to step {step} times, but total_steps is "
+                f"{self.total_steps}; build a new scheduler for another cycle"
+            )
+        phases = self._phases(float(max_lr))
+        start_step = 0.0
+        for i, (end_step, start_lr, end_lr) in enumerate(phases):
+            if step <= end_step or i == len(phases) - 1:
+                pct = (step - start_step) / (end_step - start_step)
+                return self._anneal(start_lr, end_lr, pct)
+            start_step = end_step
+        raise AssertionError("unreachable: the last phase always matches")
+
+    def get_lr(self) -> list[float]:
+        """The learning rate of every group at step ``last_epoch``."""
+        return [self._lr_at(lr, self.last_epoch) for lr in self.max_lr]
+
+
+class ReduceLROnPlateau(LRScheduler):
+    """Divide the learning rate when a metric stops improving.
+
+    ``step(metric)`` after each evaluation. The metric improves when
+    ``metric < best * (1 - threshold)`` (mode "min", threshold_mode "rel"),
+    ``metric < best - threshold`` ("min", "abs"), ``metric > best * (1 +
+    threshold)`` ("max", "rel") or ``metric > best + threshold`` ("max", "abs").
+    After more than ``patience`` steps without improvement each group's rate
+    becomes ``max(lr * factor, min_lr)`` (unchanged if that moves it by no more
+    than ``eps``), and the next ``cooldown`` steps count no bad epochs.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    mode : {"min", "max"}, default "min"
+    factor : float, default 0.1
+        In ``[0, 1)``.
+    patience : int, default 10
+        ``>= 0``.
+    threshold : float, default 1e-4
+        ``>= 0``.
+    threshold_mode : {"rel", "abs"}, default "rel"
+    cooldown : int, default 0
+        ``>= 0``.
+    min_lr : float or list of float, default 0
+        Lower bound on the rate, one for all groups or one per group, ``>= 0``.
+    eps : float, default 1e-8
+        Smallest change of rate that is applied, ``>= 0``.
+
+    Examples
+    --------
+    >>> import xcnn
+    >>> p = xcnn.nn.Parameter(xcnn.backends.current().asarray([1.0]))
+    >>> opt = xcnn.optim.SGD([p], lr=1.0)
+    >>> sched = xcnn.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+    >>> lrs = []
+    >>> for loss in [3.0, 2.0, 2.0, 2.0, 2.0, 2.0]:
+    ...     sched.step(loss)
+    ...     lrs.append(sched.get_last_lr()[0])
+    >>> lrs
+    [1.0, 1.0, 1.0, 0.5, 0.5, 0.25]
+    """
+
+    _hyperparameters = (
+        "mode",
+        "factor",
+        "patience",
+        "threshold",
+        "threshold_mode",
+        "cooldown",
+        "min_lrs",
+        "eps",
+    )
+    #: The counters that :meth:`step` advances, saved with the settings.
+    _counters = ("best", "num_bad_epochs", "cooldown_counter")
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float | list[float] = 0,
+        eps: float = 1e-8,
+    ):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                "ReduceLROnPlateau: expected an xcnn.optim.Optimizer, "
+                f"got {type(optimizer).__name__}"
+            )
+        self.optimizer = optimizer
+        if isinstance(min_lr, (list, tuple)):
+            min_lrs = list(min_lr)
+        else:
+            min_lrs = [min_lr] * len(optimizer.param_groups)
+        values = {
+            "mode": mode,
+            "factor": factor,
+            "patience": patience,
+            "threshold": threshold,
+            "threshold_mode": threshold_mode,
+            "cooldown": cooldown,
+            "min_lrs": min_lrs,
+            "eps": eps,
+        }
+        self._validate(values)
+        for key, value in values.items():
+            setattr(self, key, value)
+        self.base_lrs = [float(group["lr"]) for group in optimizer.param_groups]
+        self.last_epoch = 0
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+        self._last_lr = list(self.base_lrs)
+
+    def _validate(self, values: dict[str, Any]) -> None:
+        name = "ReduceLROnPlateau"
+        if values["mode"] not in ("min", "max"):
+            raise ValueError(f"{name}: mode must be 'min' or 'max', got {values['mode']!r}")
+        if values["threshold_mode"] not in ("rel", "abs"):
+            raise ValueError(
+                f"{name}: threshold_mode must be 'rel' or 'abs', got {values['threshold_mode']!r}"
+            )
+        check_real(name, "factor", values["factor"])
+        if values["factor"] >= 1:
+            raise ValueError(f"{name}: factor must be < 1, got {values['factor']!r}")
+        _check_int(name, "patience", values["patience"], 0)
+        _check_int(name, "cooldown", values["cooldown"], 0)
+        check_real(name, "threshold", values["threshold"])
+        check_real(name, "eps", values["eps"])
+        min_lrs = values["min_lrs"]
+        if not isinstance(min_lrs, list) or len(min_lrs) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"{name}: min_lr must be one number or one per parameter group "
+                f"({len(self.optimizer.param_groups)}), got {min_lrs!r}"
+            )
+        for lr in min_lrs:
+            check_real(name, "min_lr", lr)
+
+    def _is_better(self, metric: float) -> bool:
+        threshold, best = float(self.threshold), self.best
+        if self.mode == "min":
+            return metric < (
+                best * (1 - threshold) if self.threshold_mode == "rel" else best - threshold
+            )
+        return metric > (
+            best * (threshold + 1) if self.threshold_mode == "rel" else best + threshold
+        )
+
+    def step(self, metric: float) -> None:  # type: ignore[override]
+        """Record one evaluation of the metric and reduce the rates if it has plateaued."""
+        current = float(metric)
+        self.last_epoch += 1
+        if self._is_better(current):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0  # bad epochs during the cooldown do not count
+        if self.num_bad_epochs > self.patience:
+            for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs, strict=True):
+                old_lr = float(group["lr"])
+                new_lr = max(old_lr * float(self.factor), float(min_lr))
+                if old_lr - new_lr > float(self.eps):
+                    group["lr"] = new_lr
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+        self._last_lr = [float(group["lr"]) for group in self.optimizer.param_groups]
+
+    def get_lr(self) -> list[float]:
+        """The groups' current learning rates (this schedule has no closed form)."""
+        return [float(group["lr"]) for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Settings, counters and the groups' current rates; ``best`` may be +-inf."""
+        state = super().state_dict()
+        state.update({key: getattr(self, key) for key in self._counters})
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`, including the groups' learning rates (``last_lr``).
+
+        Raises
+        ------
+        KeyError
+            A needed entry is missing.
+        ValueError
+            The number of rates differs from the number of parameter groups,
+            or a value is invalid.
+        """
+        name = "ReduceLROnPlateau.load_state_dict"
+        needed = ("last_epoch", "last_lr", *self._hyperparameters, *self._counters)
+        missing = [key for key in needed if key not in state_dict]
+        if missing:
+            raise KeyError(f"{name}: missing entries {missing} (expected {list(needed)})")
+        last_lr = [float(lr) for lr in state_dict["last_lr"]]
+        if len(last_lr) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"{name}: the optimizer has {len(self.optimizer.param_groups)} parameter "
+                f"group(s), the state dict has {len(last_lr)} learning rate(s)"
+            )
+        values = {key: state_dict[key] for key in self._hyperparameters}
+        self._validate(values)
+        for key, value in values.items():
+            setattr(self, key, value)
+        self.last_epoch = int(state_dict["last_epoch"])
+        self.best = float(state_dict["best"])
+        self.num_bad_epochs = int(state_dict["num_bad_epochs"])
+        self.cooldown_counter = int(state_dict["cooldown_counter"])
+        if "base_lrs" in state_dict:
+            self.base_lrs = [float(lr) for lr in state_dict["base_lrs"]]
+        for group, lr in zip(self.optimizer.param_groups, last_lr, strict=True):
+            group["lr"] = lr
+        self._last_lr = last_lr
