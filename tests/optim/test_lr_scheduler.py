@@ -259,6 +259,44 @@ def test_one_cycle_stepping_past_total_steps_raises_like_torch():
         sched.step()
 
 
+def momentum_of(group):
+    return group["betas"][0] if "betas" in group else group["momentum"]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("kind", ["SGD", "Adam"])
+@pytest.mark.parametrize("three_phase", [False, True])
+def test_one_cycle_momentum_matches_torch(kind, three_phase):
+    host = backends.get("numpy")
+    groups = [{"lr": lr} for lr in BASE_LRS]
+    ours_opt = getattr(optim, kind)(
+        [{"params": [Parameter(host.asarray([1.0]))], **g} for g in groups], lr=0.1
+    )
+    topt = getattr(torch.optim, kind)(
+        [{"params": [torch.nn.Parameter(torch.ones(1))], **g} for g in groups], lr=0.1
+    )
+    kwargs = {
+        "max_lr": [0.5, 0.1],
+        "total_steps": 23,
+        "three_phase": three_phase,
+        "base_momentum": [0.8, 0.85],
+        "max_momentum": 0.9,
+    }
+    sched = OneCycleLR(ours_opt, cycle_momentum=True, **kwargs)
+    tsched = torch.optim.lr_scheduler.OneCycleLR(topt, cycle_momentum=True, **kwargs)
+    ours, theirs = [], []
+    for _ in range(23):
+        ours.append([momentum_of(g) for g in ours_opt.param_groups] + sched.get_last_lr())
+        theirs.append([momentum_of(g) for g in topt.param_groups] + tsched.get_last_lr())
+        topt.step()
+        sched.step()
+        tsched.step()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-18)
+    assert ours[0][:2] == [0.9, 0.9]
+    if kind == "Adam":
+        assert [g["betas"][1] for g in ours_opt.param_groups] == [0.999, 0.999]
+
+
 def run_plateau(sched, metrics):
     lrs = []
     for metric in metrics:
@@ -316,11 +354,15 @@ def test_reduce_on_plateau_matches_torch(kwargs):
             lambda s, i: s.step(),
         ),
         (
+            lambda opt: OneCycleLR(opt, 0.4, total_steps=30, cycle_momentum=True),
+            lambda s, i: s.step(),
+        ),
+        (
             lambda opt: ReduceLROnPlateau(opt, factor=0.5, patience=1, cooldown=1),
             lambda s, i: s.step(PLATEAU_METRICS[i]),
         ),
     ],
-    ids=["one-cycle", "one-cycle-three-phase", "plateau"],
+    ids=["one-cycle", "one-cycle-three-phase", "one-cycle-momentum", "plateau"],
 )
 def test_new_schedulers_state_dict_round_trip_through_json(make, advance):
     opt, _ = make_optimizers()
@@ -328,20 +370,22 @@ def test_new_schedulers_state_dict_round_trip_through_json(make, advance):
     for i in range(8):
         advance(sched, i)
     text = json.dumps(sched.state_dict())
+    momenta_at_8 = [g["momentum"] for g in opt.param_groups]
     expected = []
     for i in range(8, 20):
         advance(sched, i)
-        expected.append(sched.get_last_lr())
+        expected.append(sched.get_last_lr() + [g["momentum"] for g in opt.param_groups])
 
     fresh_opt, _ = make_optimizers()
     fresh = make(fresh_opt)
     fresh.load_state_dict(json.loads(text))
     assert fresh.last_epoch == 8
     assert [g["lr"] for g in fresh_opt.param_groups] == fresh.get_last_lr()
+    assert [g["momentum"] for g in fresh_opt.param_groups] == momenta_at_8
     resumed = []
     for i in range(8, 20):
         advance(fresh, i)
-        resumed.append(fresh.get_last_lr())
+        resumed.append(fresh.get_last_lr() + [g["momentum"] for g in fresh_opt.param_groups])
     assert resumed == expected
 
 
@@ -373,10 +417,16 @@ def test_plateau_load_state_dict_missing_counter_raises():
         (lambda o: OneCycleLR(o, 0.1, 5, final_div_factor=-1.0), ValueError, "final_div_factor"),
         (lambda o: OneCycleLR(o, 0.1, 5, three_phase=1), TypeError, "three_phase must be a bool"),
         (
-            lambda o: OneCycleLR(o, 0.1, 5, cycle_momentum=True),
-            NotImplementedError,
-            "cycle_momentum=True is not supported yet",
+            lambda o: OneCycleLR(o, 0.1, 5, cycle_momentum=True, max_momentum=1.0),
+            ValueError,
+            "max_momentum must be in \\[0, 1\\)",
         ),
+        (
+            lambda o: OneCycleLR(o, 0.1, 5, cycle_momentum=True, base_momentum=[0.8]),
+            ValueError,
+            "base_momentum has 1 value",
+        ),
+        (lambda o: OneCycleLR(o, 0.1, 5, cycle_momentum=1), TypeError, "cycle_momentum must be"),
         (lambda o: ReduceLROnPlateau(o, mode="avg"), ValueError, "mode must be 'min' or 'max'"),
         (lambda o: ReduceLROnPlateau(o, factor=1.0), ValueError, "factor must be < 1"),
         (lambda o: ReduceLROnPlateau(o, factor=-0.5), ValueError, "factor"),

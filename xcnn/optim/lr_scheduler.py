@@ -29,6 +29,8 @@ going initial -> max -> initial -> min)::
     lr(n) = start + (end - start) * pct                       anneal_strategy="linear"
 
 with ``pct = (n - phase_start) / (phase_end - phase_start)`` within the phase.
+With ``cycle_momentum`` the same phases anneal SGD's momentum (Adam's beta1)
+the other way: ``max_momentum -> base_momentum -> max_momentum``.
 
 ReduceLROnPlateau is not a closed form: ``step(metric)`` multiplies each
 group's rate by ``factor`` (not below ``min_lr``) once the metric has failed to
@@ -42,6 +44,18 @@ import numbers
 from typing import Any
 
 from xcnn.optim.optimizer import Optimizer, check_real
+
+
+def _per_group(name: str, value: Any, n_groups: int) -> list[Any]:
+    """One value per parameter group from a scalar or a sequence of ``n_groups``."""
+    if not isinstance(value, (list, tuple)):
+        return [value] * n_groups
+    if len(value) != n_groups:
+        raise ValueError(
+            f"OneCycleLR: {name} has {len(value)} value(s), the optimizer has "
+            f"{n_groups} parameter group(s)"
+        )
+    return list(value)
 
 
 def _check_int(owner: str, name: str, value: Any, low: int) -> None:
@@ -317,8 +331,12 @@ class OneCycleLR(LRScheduler):
     three_phase : bool, default False
         Fall back to ``initial_lr`` symmetrically before annealing to ``min_lr``.
     cycle_momentum : bool, default False
-        Momentum cycling is not supported yet; only ``False`` is accepted
-        (PyTorch's default is ``True``).
+        Also anneal SGD's ``momentum`` (or Adam's ``beta1``) inversely to the
+        rate, between ``max_momentum`` and ``base_momentum``, with the same
+        phases. Off by default, unlike PyTorch, so an optimizer's momentum is
+        never replaced unless asked for.
+    base_momentum, max_momentum : float or list of float, default 0.85, 0.95
+        Used with ``cycle_momentum``, in ``[0, 1)``, one for all groups or one per group.
 
     Examples
     --------
@@ -344,6 +362,9 @@ class OneCycleLR(LRScheduler):
         "div_factor",
         "final_div_factor",
         "three_phase",
+        "cycle_momentum",
+        "base_momentum",
+        "max_momentum",
     )
 
     def __init__(
@@ -359,11 +380,9 @@ class OneCycleLR(LRScheduler):
         final_div_factor: float = 1e4,
         three_phase: bool = False,
         cycle_momentum: bool = False,
+        base_momentum: float | list[float] = 0.85,
+        max_momentum: float | list[float] = 0.95,
     ):
-        if cycle_momentum is not False:
-            raise NotImplementedError(
-                "OneCycleLR: cycle_momentum=True is not supported yet; pass cycle_momentum=False"
-            )
         if total_steps is None:
             if epochs is None or steps_per_epoch is None:
                 raise ValueError(
@@ -373,42 +392,41 @@ class OneCycleLR(LRScheduler):
             _check_int("OneCycleLR", "steps_per_epoch", steps_per_epoch, 1)
             total_steps = epochs * steps_per_epoch
         n_groups = len(optimizer.param_groups) if isinstance(optimizer, Optimizer) else 1
-        if isinstance(max_lr, (list, tuple)):
-            if len(max_lr) != n_groups:
-                raise ValueError(
-                    f"OneCycleLR: max_lr has {len(max_lr)} value(s), the optimizer has "
-                    f"{n_groups} parameter group(s)"
-                )
-            max_lrs = list(max_lr)
-        else:
-            max_lrs = [max_lr] * n_groups
         values = {
-            "max_lr": max_lrs,
+            "max_lr": _per_group("max_lr", max_lr, n_groups),
             "total_steps": total_steps,
             "pct_start": pct_start,
             "anneal_strategy": anneal_strategy,
             "div_factor": div_factor,
             "final_div_factor": final_div_factor,
             "three_phase": three_phase,
+            "cycle_momentum": cycle_momentum,
+            "base_momentum": _per_group("base_momentum", base_momentum, n_groups),
+            "max_momentum": _per_group("max_momentum", max_momentum, n_groups),
         }
         self._validate(values)
+        if cycle_momentum and not {"momentum", "betas"} & optimizer.defaults.keys():
+            raise ValueError(
+                f"OneCycleLR: cycle_momentum=True needs an optimizer with momentum or betas, "
+                f"got {type(optimizer).__name__}"
+            )
         for key, value in values.items():
             setattr(self, key, value)
         super().__init__(optimizer)
 
     def _validate(self, values: dict[str, Any]) -> None:
-        max_lrs = values["max_lr"]
-        if not isinstance(max_lrs, list):
-            raise TypeError(f"OneCycleLR: max_lr must be a list in a state dict, got {max_lrs!r}")
-        if hasattr(self, "optimizer") and len(max_lrs) != len(self.optimizer.param_groups):
-            raise ValueError(
-                f"OneCycleLR: max_lr has {len(max_lrs)} value(s), the optimizer has "
-                f"{len(self.optimizer.param_groups)} parameter group(s)"
-            )
-        for lr in max_lrs:
-            check_real("OneCycleLR", "max_lr", lr)
-            if lr == 0:
-                raise ValueError("OneCycleLR: max_lr must be > 0, got 0")
+        for key in ("max_lr", "base_momentum", "max_momentum"):
+            per_group = values[key]
+            if not isinstance(per_group, list):
+                raise TypeError(f"OneCycleLR: {key} must be a list in a state dict")
+            if hasattr(self, "optimizer"):
+                _per_group(key, per_group, len(self.optimizer.param_groups))
+            for value in per_group:
+                check_real("OneCycleLR", key, value)
+                if key == "max_lr" and value == 0:
+                    raise ValueError("OneCycleLR: max_lr must be > 0, got 0")
+                if key != "max_lr" and value >= 1:
+                    raise ValueError(f"OneCycleLR: {key} must be in [0, 1), got {value!r}")
         _check_int("OneCycleLR", "total_steps", values["total_steps"], 1)
         pct = values["pct_start"]
         check_real("OneCycleLR", "pct_start", pct)
@@ -423,47 +441,68 @@ class OneCycleLR(LRScheduler):
             check_real("OneCycleLR", key, values[key])
             if values[key] == 0:
                 raise ValueError(f"OneCycleLR: {key} must be > 0, got 0")
-        if not isinstance(values["three_phase"], bool):
-            raise TypeError(
-                f"OneCycleLR: three_phase must be a bool, got {values['three_phase']!r}"
-            )
+        for key in ("three_phase", "cycle_momentum"):
+            if not isinstance(values[key], bool):
+                raise TypeError(f"OneCycleLR: {key} must be a bool, got {values[key]!r}")
 
-    def _phases(self, max_lr: float) -> list[tuple[float, float, float]]:
-        """``(end_step, start_lr, end_lr)`` per phase, as torch builds them."""
-        initial = max_lr / float(self.div_factor)
+    def _phases(self, peak: float, low: float, high: float) -> list[tuple[float, ...]]:
+        """``(end_step, start_lr, end_lr, start_momentum, end_momentum)`` per phase, as torch's.
+
+        ``peak`` is the group's max_lr; ``low``/``high`` its base/max momentum.
+        """
+        initial = peak / float(self.div_factor)
         final = initial / float(self.final_div_factor)
         total, pct = self.total_steps, float(self.pct_start)
         if self.three_phase:
             return [
-                (float(pct * total) - 1, initial, max_lr),
-                (float(2 * pct * total) - 2, max_lr, initial),
-                (total - 1, initial, final),
+                (float(pct * total) - 1, initial, peak, high, low),
+                (float(2 * pct * total) - 2, peak, initial, low, high),
+                (total - 1, initial, final, high, high),
             ]
-        return [(float(pct * total) - 1, initial, max_lr), (total - 1, max_lr, final)]
+        return [
+            (float(pct * total) - 1, initial, peak, high, low),
+            (total - 1, peak, final, low, high),
+        ]
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
         if self.anneal_strategy == "cos":
             return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
         return (end - start) * pct + start
 
-    def _lr_at(self, max_lr: float, step: int) -> float:
+    def _at(self, group: int, step: int) -> tuple[float, float]:
+        """The learning rate and momentum of parameter group ``group`` at ``step``."""
         if step > self.total_steps:
             raise ValueError(
                 f"OneCycleLR: tried to step {step} times, but total_steps is "
                 f"{self.total_steps}; build a new scheduler for another cycle"
             )
-        phases = self._phases(float(max_lr))
+        phases = self._phases(
+            float(self.max_lr[group]),
+            float(self.base_momentum[group]),
+            float(self.max_momentum[group]),
+        )
         start_step = 0.0
-        for i, (end_step, start_lr, end_lr) in enumerate(phases):
+        for i, (end_step, start_lr, end_lr, start_m, end_m) in enumerate(phases):
             if step <= end_step or i == len(phases) - 1:
                 pct = (step - start_step) / (end_step - start_step)
-                return self._anneal(start_lr, end_lr, pct)
+                return self._anneal(start_lr, end_lr, pct), self._anneal(start_m, end_m, pct)
             start_step = end_step
         raise AssertionError("unreachable: the last phase always matches")
 
     def get_lr(self) -> list[float]:
         """The learning rate of every group at step ``last_epoch``."""
-        return [self._lr_at(lr, self.last_epoch) for lr in self.max_lr]
+        return [self._at(i, self.last_epoch)[0] for i in range(len(self.max_lr))]
+
+    def _apply(self) -> None:
+        super()._apply()
+        if not self.cycle_momentum:
+            return
+        for i, group in enumerate(self.optimizer.param_groups):
+            momentum = self._at(i, self.last_epoch)[1]
+            if "betas" in group:
+                group["betas"] = (momentum, *group["betas"][1:])
+            else:
+                group["momentum"] = momentum
 
 
 class ReduceLROnPlateau(LRScheduler):
