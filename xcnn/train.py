@@ -55,6 +55,7 @@ from typing import Any
 
 from xcnn import backends
 from xcnn.autograd import Tensor, no_grad
+from xcnn.autograd.tensor import as_array
 from xcnn.io import atomic_write, load, save
 
 __all__ = ["History", "TrainingDiverged", "evaluate", "fit", "plot_history"]
@@ -175,11 +176,6 @@ class History:
 
 
 # -- metrics on the device ------------------------------------------------------------
-
-
-def _array(value: Any) -> Any:
-    """A Tensor's array (a loss function may return either)."""
-    return value.data if isinstance(value, Tensor) else value
 
 
 def _world() -> tuple[int, int]:
@@ -321,7 +317,7 @@ def evaluate(model: Any, loader: Iterable, loss_fn: Any = None) -> dict[str, flo
         for x, y in loader:
             with no_grad():
                 logits = model(Tensor(x))
-                loss = None if loss_fn is None else _array(loss_fn(logits, Tensor(y)))
+                loss = None if loss_fn is None else as_array(loss_fn(logits, Tensor(y)))
             logits = logits.data
             if metrics is None:
                 metrics = _Metrics(logits)

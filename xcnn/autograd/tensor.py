@@ -20,7 +20,7 @@ from xcnn.autograd import basic
 from xcnn.autograd.engine import run_backward
 from xcnn.autograd.grad_mode import is_grad_enabled
 
-__all__ = ["Tensor", "cat", "flatten", "stack", "tensor"]
+__all__ = ["Tensor", "as_array", "cat", "flatten", "stack", "tensor"]
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
 _BACKEND_NAMES = ("numpy", "cupy", "array_api_strict")
@@ -469,6 +469,11 @@ class Tensor:
         from xcnn.nn import functional
 
         return functional.relu(self)
+
+
+def as_array(value: Any) -> Any:
+    """A Tensor's array; anything else as it is (for code that takes either)."""
+    return value.data if isinstance(value, Tensor) else value
 
 
 def _is_floating(array: Any) -> bool:

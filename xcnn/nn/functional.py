@@ -18,6 +18,7 @@ from typing import Any
 from xcnn import backends
 from xcnn.autograd import Tensor
 from xcnn.autograd.function import Context, Function
+from xcnn.autograd.tensor import as_array
 from xcnn.autograd.tensor import flatten as _flatten
 from xcnn.backends import array_namespace
 from xcnn.ops import activation as _act
@@ -48,10 +49,6 @@ __all__ = [
     "softmax",
     "tanh",
 ]
-
-
-def _data(value: Any) -> Any:
-    return value.data if isinstance(value, Tensor) else value
 
 
 # -- convolution and linear -------------------------------------------------------------
@@ -276,11 +273,11 @@ class LogSoftmax(Function):
 
 
 def _check_dim(who: str, input: Any, dim: int) -> None:
-    ndim = len(_data(input).shape)
+    ndim = len(as_array(input).shape)
     if isinstance(dim, bool) or not isinstance(dim, int) or not -ndim <= dim < ndim:
         raise IndexError(
             f"{who}: dim {dim!r} is out of range for an input of shape "
-            f"{tuple(_data(input).shape)} (valid: {-ndim} to {ndim - 1})"
+            f"{tuple(as_array(input).shape)} (valid: {-ndim} to {ndim - 1})"
         )
 
 
@@ -474,16 +471,16 @@ def batch_norm(
     the input, and ``running_mean``/``running_var`` (arrays, when given) are updated in
     place with ``momentum``; otherwise the running statistics are used.
     """
-    mean, var = _data(running_mean), _data(running_var)
+    mean, var = as_array(running_mean), as_array(running_var)
     if (mean is None) != (var is None):
         raise ValueError(
             "batch_norm: give both running_mean and running_var, or neither (got "
             f"running_mean={'None' if mean is None else 'an array'}, "
             f"running_var={'None' if var is None else 'an array'})"
         )
-    _bn._check("batch_norm", _data(input), running_mean=mean, running_var=var)
+    _bn._check("batch_norm", as_array(input), running_mean=mean, running_var=var)
     if training or mean is None:
-        _bn.check_batch("batch_norm", tuple(_data(input).shape))
+        _bn.check_batch("batch_norm", tuple(as_array(input).shape))
         update = None
         if mean is not None:
 
@@ -565,8 +562,8 @@ def cross_entropy(
     _no_grad_for(weight, "weight", "cross_entropy")
     return CrossEntropy.apply(
         input,
-        _data(target),
-        weight=_data(weight),
+        as_array(target),
+        weight=as_array(weight),
         ignore_index=ignore_index,
         reduction=reduction,
         label_smoothing=label_smoothing,

@@ -30,6 +30,7 @@ from typing import Any
 from xcnn import backends
 from xcnn.autograd import Function, Tensor
 from xcnn.autograd.grad_mode import is_grad_enabled, no_grad
+from xcnn.autograd.tensor import as_array
 
 # How many layer-wise forward calls a module keeps waiting for their backward. A
 # training-mode call that is never followed by backward (e.g. metrics computed in
@@ -447,11 +448,9 @@ def _is_floating(x: Any) -> bool:
 
 def _unwrap(value: Any) -> Any:
     """Tensors to their arrays (also inside a tuple), for the layer-wise API."""
-    if isinstance(value, Tensor):
-        return value.data
     if isinstance(value, tuple):
         return tuple(_unwrap(v) for v in value)
-    return value
+    return as_array(value)
 
 
 def _cast(value: Any, dtype_name: str) -> Any:
