@@ -41,12 +41,19 @@ from xcnn.testing import to_torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# One image's (C, H, W) for each model: MNIST-sized for LeNet-5, CIFAR-sized for resnet20.
+INPUT_SHAPES = {"lenet5": (1, 28, 28), "simple_cnn": (1, 28, 28), "resnet20": (3, 32, 32)}
+
 
 class Pair:
     """One model in both frameworks, on the same device class, with the same weights."""
 
     def __init__(self, name: str, batch: int, backend: backends.Backend, device: str):
-        builder = {"lenet5": models.lenet5, "simple_cnn": models.simple_cnn}[name]
+        builder = {
+            "lenet5": models.lenet5,
+            "simple_cnn": models.simple_cnn,
+            "resnet20": models.resnet20,
+        }[name]
         self.backend, self.device = backend, device
         self.model = builder(rng=0)
         self.torch_model = to_torch(self.model).to(device)
@@ -55,7 +62,7 @@ class Pair:
         self.opt = optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
         self.torch_opt = torch.optim.SGD(self.torch_model.parameters(), lr=0.01, momentum=0.9)
         rng = np.random.default_rng(1)
-        host_x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+        host_x = rng.random((batch, *INPUT_SHAPES[name]), dtype=np.float32)
         host_y = rng.integers(0, 10, batch)
         self.x, self.y = backend.asarray(host_x), backend.asarray(host_y, dtype="int64")
         self.tx = torch.from_numpy(host_x).to(device)
@@ -133,13 +140,15 @@ def bench_steps(
         ("lenet5", "train", 128),
         ("lenet5", "train", 512),
         ("simple_cnn", "train", 128),
+        ("resnet20", "train", 128),
         ("lenet5", "inference", 1000),
         ("simple_cnn", "inference", 1000),
+        ("resnet20", "inference", 128),
     ]
     if backend.name == "cupy":
         configs.insert(3, ("lenet5", "train", 1024))
     if only:
-        configs = [c for c in configs if f"{c[0]}:{c[1]}:{c[2]}" in only]
+        configs = [c for c in configs if any(_selects(pattern, c) for pattern in only)]
     for name, kind, batch in configs:
         pair = Pair(name, batch, backend, device)
         if kind == "train":
@@ -152,6 +161,12 @@ def bench_steps(
         rows.append(_row(f"{name} {kind}", batch, *(batch / t for t in times)))
         print(_format(rows[-1]), flush=True)
     return rows
+
+
+def _selects(pattern: str, config: tuple[str, str, int]) -> bool:
+    """Whether ``--only`` pattern ``MODEL[:KIND[:BATCH]]`` names ``config``."""
+    given = pattern.split(":")
+    return given == [str(field) for field in config][: len(given)]
 
 
 def bench_epoch(backend, device, data_dir: Path | None, rounds: int) -> list[dict]:
@@ -446,8 +461,9 @@ def main() -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        metavar="MODEL:KIND:BATCH",
-        help="time only these steps, e.g. lenet5:train:128 (implies --skip-epoch "
+        metavar="MODEL[:KIND[:BATCH]]",
+        help="time only these steps, e.g. resnet20, resnet20:train or lenet5:train:128 "
+        "(implies --skip-epoch "
         "--skip-memory, and docs/benchmarks.md is left unchanged)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
