@@ -164,6 +164,36 @@ def test_numpy_chunks_equal_standard_twin(backend, rng, monkeypatch, window, out
         np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("kernel", "window"),
+    [
+        ((3, 3), {"padding": 1}),  # ResNet's 3x3
+        ((5, 3), {"padding": (2, 1)}),
+        ((3, 3), {"padding": (2, 1), "dilation": (2, 1)}),
+    ],
+    ids=["3x3", "5x3", "dilated"],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_same_size_input_grad_equals_standard_twin(backend, rng, kernel, window, dtype):
+    """Stride 1 with OH = H, OW = W: gx is computed as a convolution of gY with the
+    flipped weight; it equals the twin's col2im to rounding."""
+    if fast_path(backend.xp) != "numpy":
+        pytest.skip("the transposed-convolution input gradient is NumPy's")
+    from xcnn.ops._geometry import geometry
+    from xcnn.ops._numpy import conv as _conv_numpy
+
+    x = backend.asarray(rng.standard_normal((3, 5, 9, 8)), dtype=dtype)
+    w = backend.asarray(rng.standard_normal((7, 5, *kernel)), dtype=dtype)
+    g = geometry("conv2d", tuple(x.shape), kernel, 1, window["padding"], window.get("dilation", 1))
+    assert _conv_numpy._transposed_geometry(tuple(x.shape), 1, g) is not None
+    gy = backend.asarray(rng.standard_normal((3, 7, 9, 8)), dtype=dtype)
+    fast = conv2d_backward(gy, x, w, **window, bias=False)[0]
+    with standard_only():
+        twin = conv2d_backward(gy, x, w, **window, bias=False)[0]
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(fast, twin, rtol=tol, atol=tol)
+
+
 def test_cache_and_skipped_gradients(backend, rng):
     """Passing forward's cols changes nothing; input_grad/bias=False skip those results."""
     config = {

@@ -136,9 +136,17 @@ class _Chunks:
 
 
 def conv2d(
-    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, groups: int, g: Geometry
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    groups: int,
+    g: Geometry,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``y`` ``(N, O, OH, OW)`` of a convolution, chunk by chunk, the batch split across threads."""
+    """``y`` ``(N, O, OH, OW)`` of a convolution, chunk by chunk, the batch split across threads.
+
+    ``out``, when given, is written instead of a new array (C-contiguous, of ``y``'s shape).
+    """
     n, c = x.shape[:2]
     out_channels = weight.shape[0]
     rows = c * g.kh * g.kw
@@ -147,7 +155,7 @@ def conv2d(
     wm = weight.reshape(groups, og, kg)
     if fused:
         wm = np.concatenate([wm[0], bias.reshape(out_channels, 1)], axis=1)
-    y = _recycle.empty((n, out_channels, g.oh, g.ow), x.dtype)
+    y = _recycle.empty((n, out_channels, g.oh, g.ow), x.dtype) if out is None else out
 
     def forward(first: int, last: int) -> None:
         chunks = _Chunks(x[first:last].shape, x.dtype, g, out_channels)
@@ -221,8 +229,14 @@ def conv2d_backward(
             gb = gy_rows.sum(axis=(0, 2))
         return gw_t, gb
 
+    transposed = _transposed_geometry(x.shape, groups, g)
+
     def inputs(first: int, last: int) -> None:
-        _grad_input(grad_output[first:last], weight, grad_x[first:last], groups, g)
+        if transposed is None:
+            _grad_input(grad_output[first:last], weight, grad_x[first:last], groups, g)
+        else:
+            flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            conv2d(grad_output[first:last], flipped, None, 1, transposed, out=grad_x[first:last])
 
     work = (rows + out_channels) * g.oh * g.ow
     if input_grad:
@@ -249,6 +263,25 @@ def conv2d_backward(
             grad_bias += partial_gb
     grad_weight = gw_t.transpose(0, 2, 1).reshape(weight.shape)
     return grad_x, grad_weight, grad_bias
+
+
+def _transposed_geometry(input_shape: tuple[int, ...], groups: int, g: Geometry) -> Geometry | None:
+    """The window that computes ``gx`` as a convolution of ``gY``, where that is faster.
+
+    At stride 1 the input gradient is itself a convolution: ``gY`` padded by
+    ``D*(K-1) - P`` on each side, correlated with the weight flipped in both spatial
+    axes, its in and out channels swapped ``(C, O, KH, KW)``. It then runs through the
+    forward path above (a wide unfold per chunk in cache, one matmul), which for the
+    "same"-size 3x3 convolutions of a ResNet measured about 1.2x faster than the
+    batch-last fold below. Where the output is smaller than the input (LeNet-5's 5x5
+    with no padding) the padded ``gY`` is mostly zeros and the fold is faster, so
+    this applies only where ``OH = H`` and ``OW = W`` (and to one group). ``None`` otherwise.
+    """
+    h, w = input_shape[2:]
+    if groups != 1 or g.sh != 1 or g.sw != 1 or (g.oh, g.ow) != (h, w):
+        return None
+    ph, pw = g.dh * (g.kh - 1) - g.ph, g.dw * (g.kw - 1) - g.pw
+    return Geometry(g.kh, g.kw, 1, 1, ph, pw, g.dh, g.dw, h, w)
 
 
 def _grad_input(
