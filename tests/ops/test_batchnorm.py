@@ -13,7 +13,9 @@ from xcnn.ops import (
     batch_norm_eval_backward,
     batch_norm_train,
     batch_norm_update_running,
+    standard_only,
 )
+from xcnn.ops._dispatch import fast_path
 from xcnn.testing import gradcheck
 
 SHAPES = [
@@ -217,3 +219,39 @@ def test_output_never_aliases_the_cache(backend, rng):
     before = backend.to_numpy(cache.x_hat).copy()
     y *= 2.0
     np.testing.assert_array_equal(backend.to_numpy(cache.x_hat), before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
+@pytest.mark.parametrize("shape", [*SHAPES, pytest.param((9, 3, 6, 5), id="pieces")])
+def test_numpy_fast_path_equals_standard_twin(backend, rng, monkeypatch, shape, affine, threads):
+    """The NumPy training path (pieces, threads, vecdot sums) equals the standard twin.
+
+    Pieces of two images and a low thread grain make the 9-image batch take several
+    pieces per thread, the last one partial.
+    """
+    if fast_path(backend.xp) != "numpy":
+        pytest.skip("the batch-norm fast path is NumPy's")
+    import xcnn
+    from xcnn.ops import _threads
+    from xcnn.ops._numpy import batchnorm as _bn_numpy
+
+    x, gamma, beta = arrays(backend, rng, shape, "float64")
+    if not affine:
+        gamma = beta = None
+    gy = rng.standard_normal(shape)
+    monkeypatch.setattr(_bn_numpy, "_PIECE_BYTES", 2 * 8 * int(np.prod(shape[1:])))
+    monkeypatch.setattr(_threads, "GRAIN", 1)
+    before = xcnn.get_num_threads()
+    xcnn.set_num_threads(threads)
+    try:
+        y, cache = batch_norm_train(x, gamma, beta)
+        grads = batch_norm_backward(gy, cache, gamma)
+    finally:
+        xcnn.set_num_threads(before)
+    with standard_only():
+        y_twin, cache_twin = batch_norm_train(x, gamma, beta)
+        grads_twin = batch_norm_backward(gy, cache_twin, gamma)
+    for ours, twin in zip((y, *cache, *grads), (y_twin, *cache_twin, *grads_twin), strict=True):
+        assert ours.dtype == twin.dtype and ours.shape == twin.shape
+        np.testing.assert_allclose(ours, twin, rtol=1e-12, atol=1e-12)
