@@ -152,18 +152,28 @@ def test_nested_regions_run_on_the_calling_thread(threads):
     assert _threads.map_batch(outer, 10, item_size=1) == [True, True]
 
 
-def test_blas_is_single_threaded_inside_and_restored_after(threads):
+@pytest.mark.parametrize("count", [1, 2])
+def test_blas_is_single_threaded_inside_and_restored_after(threads, count):
     pytest.importorskip("threadpoolctl")
     libraries = _threads._blas()
     if not libraries:
         pytest.skip("no BLAS library that threadpoolctl can control")
-    threads(2)
+    threads(count)
     before = [library.get_num_threads() for library in libraries]
-    inside = _threads.map_batch(
-        lambda a, b: [library.get_num_threads() for library in libraries], 4, item_size=1, blas=True
-    )
-    assert inside == [[1] * len(libraries)] * 2
-    assert [library.get_num_threads() for library in libraries] == before
+    for library in libraries:  # so that a region that did not limit BLAS would be seen
+        library.set_num_threads(2)
+    try:
+        inside = _threads.map_batch(
+            lambda a, b: [library.get_num_threads() for library in libraries],
+            4,
+            item_size=1,
+            blas=True,
+        )
+        assert inside == [[1] * len(libraries)] * count
+        assert [library.get_num_threads() for library in libraries] == [2] * len(libraries)
+    finally:
+        for library, value in zip(libraries, before, strict=True):
+            library.set_num_threads(value)
 
 
 def test_concurrent_callers_each_get_their_own_results(threads):
