@@ -9,12 +9,12 @@ of a few microseconds each spends its time waiting for the GIL instead).
 
 Inside every region that calls BLAS (convolution, linear) BLAS is held to one
 thread, whatever the xcnn thread count (``set_num_threads(1)`` means one core). The
-fast paths' matmuls are per chunk of images, too small for OpenBLAS to split well; two callers that
-each start OpenBLAS's own threads oversubscribe the cores; and after a
-multi-threaded call OpenBLAS's helper threads spin for a while, taking a core from
-xcnn's threads (measured on 2 cores: a LeNet-5 training step used twice its wall
-time in CPU time). BLAS gets its own setting back when the last region ends, so
-the caller's matmuls outside xcnn are unaffected.
+fast paths' matmuls are per chunk of images, too small for OpenBLAS to split well;
+two callers that each start OpenBLAS's own threads oversubscribe the cores; and
+after a multi-threaded call OpenBLAS's helper threads spin for a while, taking a
+core from xcnn's threads (measured on 2 cores: a LeNet-5 training step used twice
+its wall time in CPU time). BLAS gets its own setting back when the last region
+ends, so the caller's matmuls outside xcnn are unaffected.
 
 Results do not depend on the threads' timing: each thread writes its own slice of the
 output, and the partial sums the caller gets back are added in slice order. They can
