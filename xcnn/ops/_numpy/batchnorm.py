@@ -37,7 +37,11 @@ def _pieces(first: int, last: int, image_bytes: int) -> list[tuple[int, int]]:
 
 
 def _row_sums(a: np.ndarray, ones: np.ndarray) -> np.ndarray:
-    """Per-channel sums ``(C,)`` of ``a`` ``(M, C, S)``: a matrix-vector product over S."""
+    """Per-channel sums ``(C,)`` of ``a`` ``(M, C, S)``: a matrix-vector product over S.
+
+    BLAS: its region must say ``blas=True``, or OpenBLAS's own threads take the
+    product (measured 9 ms instead of 0.2 ms per call on the busy 2-core machine).
+    """
     m, c, size = a.shape
     return (a.reshape(m * c, size) @ ones).reshape(m, c).sum(axis=0)
 
@@ -68,7 +72,7 @@ def batch_norm_train(
     def sums(first: int, last: int) -> np.ndarray:
         return _row_sums(x3[first:last], ones)
 
-    mean = _sum_slices(_threads.map_batch(sums, n, item_size=work)) / count
+    mean = _sum_slices(_threads.map_batch(sums, n, item_size=work, blas=True)) / count
     column = mean.reshape(c, 1)
 
     def squares(first: int, last: int) -> np.ndarray:
@@ -117,7 +121,7 @@ def batch_norm_backward(
         gy = gy3[first:last]
         return _row_sums(gy, ones), np.vecdot(gy, xh3[first:last]).sum(axis=0)
 
-    parts = _threads.map_batch(sums, n, item_size=2 * work)
+    parts = _threads.map_batch(sums, n, item_size=2 * work, blas=True)
     gbeta = _sum_slices([p[0] for p in parts])
     ggamma = _sum_slices([p[1] for p in parts])
     scale = (inv_std if gamma is None else gamma * inv_std).reshape(c, 1)
