@@ -24,9 +24,13 @@ unfold copies OH runs of only OW. The price is the crop of ``y``'s O*OH rows, he
 the condition. Other strides, or many output channels, unfold per chunk from a
 strided window view and multiply straight into ``y``.
 
-The input gradient is computed *batch-last* per chunk of images (gcols of about
-4 MB), where the fold's slice-adds run over long contiguous stretches instead of OW
-values (NumPy pays a fixed cost per run, and about 7 us per strided 2-D add)::
+Where the convolution keeps the image size at stride 1 (OH = H, OW = W: ResNet's 3x3
+with padding 1), the input gradient is itself such a convolution, of ``gY`` with the
+weight flipped and transposed, and runs through the forward path above
+(``_transposed_geometry``). Otherwise it is computed *batch-last* per chunk of
+images (gcols of about 4 MB), where the fold's slice-adds run over long contiguous
+stretches instead of OW values (NumPy pays a fixed cost per run, and about 7 us per
+strided 2-D add)::
 
     gyT   = gY as (O, OH, Wp, N), zero past column OW (stride 1)   (one transposing copy)
     gcols = Wm^T @ gyT  per group:  (G, K, Og) @ (G, Og, L*N) -> (C*KH*KW, OH*Wp*N)
