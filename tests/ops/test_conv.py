@@ -194,6 +194,40 @@ def test_numpy_same_size_input_grad_equals_standard_twin(backend, rng, kernel, w
     np.testing.assert_allclose(fast, twin, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize(
+    ("kernel", "window", "size"),
+    [
+        ((3, 3), {"stride": 2, "padding": 1}, (9, 8)),  # ResNet's downsampling 3x3
+        ((1, 1), {"stride": 2}, (8, 7)),  # its 1x1 projection shortcut: some phases get no tap
+        ((3, 2), {"stride": (2, 3), "padding": (2, 0)}, (7, 11)),
+        ((4, 5), {"stride": (3, 1), "padding": (1, 2)}, (10, 6)),
+        ((2, 2), {"stride": 3}, (2, 8)),  # fewer rows than the stride
+    ],
+    ids=["3x3s2", "1x1s2", "3x2s2x3", "4x5s3x1", "short"],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_strided_input_grad_by_phases_equals_standard_twin(
+    backend, rng, kernel, window, size, dtype
+):
+    """Stride > 1: gx computed phase by phase (stride-1 convolutions of gY with every
+    S-th tap) equals the twin's col2im to rounding."""
+    if fast_path(backend.xp) != "numpy":
+        pytest.skip("the phase-by-phase input gradient is NumPy's")
+    from xcnn.ops._geometry import geometry
+    from xcnn.ops._numpy import conv as _conv_numpy
+
+    x = backend.asarray(rng.standard_normal((3, 4, *size)), dtype=dtype)
+    w = backend.asarray(rng.standard_normal((5, 4, *kernel)), dtype=dtype)
+    g = geometry("conv2d", tuple(x.shape), kernel, window["stride"], window.get("padding", 0), 1)
+    assert _conv_numpy._phase_plan(tuple(x.shape), 1, g)
+    gy = backend.asarray(rng.standard_normal((3, 5, g.oh, g.ow)), dtype=dtype)
+    fast = conv2d_backward(gy, x, w, **window, bias=False)[0]
+    with standard_only():
+        twin = conv2d_backward(gy, x, w, **window, bias=False)[0]
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(fast, twin, rtol=tol, atol=tol)
+
+
 def test_cache_and_skipped_gradients(backend, rng):
     """Passing forward's cols changes nothing; input_grad/bias=False skip those results."""
     config = {
