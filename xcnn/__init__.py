@@ -38,6 +38,7 @@ __all__ = [
     "manual_seed",
     "models",
     "nn",
+    "onnx",
     "ops",
     "optim",
     "plot_history",
@@ -48,7 +49,7 @@ __all__ = [
     "TrainingDiverged",
 ]
 
-_SUBMODULES = {"autograd", "data", "distributed", "models", "nn", "ops", "optim", "testing"}
+_SUBMODULES = {"autograd", "data", "distributed", "models", "nn", "onnx", "ops", "optim", "testing"}
 _FUNCTIONS = {
     "Tensor": "xcnn.autograd",
     "cat": "xcnn.autograd",
