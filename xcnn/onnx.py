@@ -121,7 +121,7 @@ def export(
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     proto = xcnn.onnx.export(model, x, f"{folder}/lenet5.onnx")
     >>> [node.op_type for node in proto.graph.node][:4]
-    ['Conv', 'Relu', 'MaxPool', 'Conv']
+    ['Conv', 'MaxPool', 'Relu', 'Conv']
     >>> proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
     'batch'
     """
@@ -595,7 +595,7 @@ class _Node:
         self.call = first.calls[index]
         graph.where = self.call.where
         self.outputs = []
-        for k, t in enumerate(self.call.outputs):
+        for k in range(len(self.call.outputs)):
             name = graph.value_names.get((index, k))
             if name is None:
                 name = graph.value_names[(index, k)] = graph.fresh(
