@@ -162,6 +162,30 @@ def test_every_operation_at_each_opset(backend, rng, tmp_path, opset):
     assert proto.opset_import[0].version == opset
 
 
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3, rng=0)
+
+    def forward(self, x, y):
+        return self.fc(x) * y, x  # the second output is an input itself
+
+
+def test_several_inputs_and_an_input_returned(rng, tmp_path):
+    model = TwoInputs().eval()
+    x, y = (rng.standard_normal((2, 3)).astype(np.float32) for _ in range(2))
+    proto = xcnn.onnx.export(
+        model, (x, y), tmp_path / "m.onnx", input_names=("x", "y"), output_names=("z", "x_out")
+    )
+    assert not model.training  # eval before, eval after
+    assert [i.name for i in proto.graph.input] == ["x", "y"]
+    x, y = (rng.standard_normal((4, 3)).astype(np.float32) for _ in range(2))
+    z, x_out = _run(tmp_path / "m.onnx", [x, y], names=("x", "y"))
+    want_z, _ = model(xcnn.Tensor(x), xcnn.Tensor(y))
+    np.testing.assert_allclose(z, want_z.numpy(), rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(x_out, x)
+
+
 def test_fixed_batch(rng, tmp_path):
     model = models.lenet5(rng=0)
     proto = xcnn.onnx.export(
@@ -273,7 +297,7 @@ def test_bad_arguments(tmp_path):
     model, x = nn.Linear(4, 2, rng=0), np.ones((2, 4), np.float32)
     with pytest.raises(ValueError, match="opset must be an int from 13"):
         xcnn.onnx.export(model, x, tmp_path / "m.onnx", opset=9)
-    with pytest.raises(ValueError, match="output_names must be 1 non-empty"):
+    with pytest.raises(ValueError, match=r"output_names must be 1 non-empty string\(s\), one per"):
         xcnn.onnx.export(model, x, tmp_path / "m.onnx", output_names=("a", "b"))
     with pytest.raises(ValueError, match="must not share a name"):
         xcnn.onnx.export(model, x, tmp_path / "m.onnx", input_names=("x",), output_names=("x",))

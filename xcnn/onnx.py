@@ -89,7 +89,8 @@ def export(
     path : str or os.PathLike
         The ``.onnx`` file to write (parent folders are created).
     input_names, output_names : sequence of str
-        Names of the graph's inputs and outputs, one per input and per output of forward.
+        Names of the graph's inputs and outputs, one per input and per output of forward
+        (a forward that returns a tuple gets ``output_0, output_1, ...`` by default).
     dynamic_batch : bool, default True
         Make dimension 0 of the inputs (and every dimension that follows it) a symbolic
         ``batch``, so the file runs on any batch size. The model is traced at the
@@ -112,6 +113,15 @@ def export(
         the input; a shape that depends on the batch in a way ONNX cannot express.
     ImportError
         ``onnx`` is not installed.
+
+    Notes
+    -----
+    ``Function.apply`` and ``Module.__call__`` are replaced for the two traced forward
+    passes and restored afterwards, even when the model raises: do not run other models
+    in other threads meanwhile. Eval mode drops pending layer-wise calls (see
+    ``Module.eval``). A tensor made in ``forward`` from fixed values (``xcnn.tensor(...)``)
+    becomes a constant of the graph; one computed from the input outside xcnn's
+    operations (a comparison, ``argmax``, NumPy on ``.data``) is refused.
 
     Examples
     --------
@@ -142,18 +152,18 @@ def export(
                 "export: example_input must be an array or Tensor with a batch dimension "
                 f"(or a tuple of them), got {type(x).__name__} of shape {getattr(x, 'shape', None)}"
             )
-    input_names = _names(input_names, len(inputs), "input_names", "inputs")
-    if isinstance(output_names, str) or set(input_names) & set(output_names):
-        output_names = [output_names] if isinstance(output_names, str) else output_names
-        if set(input_names) & set(output_names):
-            raise ValueError(
-                f"export: input_names {list(input_names)} and output_names "
-                f"{list(output_names)} must not share a name"
-            )
+    input_names = _names(input_names, len(inputs), "input_names", "input")
 
     names = _state_names(model)
     first = _trace(model, inputs, names)
-    output_names = _names(output_names, len(first.outputs), "output_names", "outputs of forward")
+    if tuple(output_names) == ("output",) and len(first.outputs) > 1:
+        output_names = [f"output_{k}" for k in range(len(first.outputs))]
+    output_names = _names(output_names, len(first.outputs), "output_names", "output of forward")
+    if set(input_names) & set(output_names):
+        raise ValueError(
+            f"export: input_names {input_names} and output_names {output_names} must not "
+            "share a name"
+        )
     needed = first.needed()
     for index in sorted(needed):
         call = first.calls[index]
@@ -164,39 +174,10 @@ def export(
                 f"{call.where}, has no ONNX translation; supported: {_supported()}"
             )
     second = _trace(model, [_other_input(x, dynamic_batch) for x in inputs], names)
-    batch = (int(inputs[0].shape[0]), int(second.inputs[0].shape[0]))
     _compare(first, second, needed)
 
     graph = _Graph(onnx, opset, names.arrays)
-    for k, (name, x) in enumerate(zip(input_names, first.inputs, strict=True)):
-        graph.reserve(name)
-        graph.value_names[("in", k)] = name
-        graph.inputs.append(_value_info(onnx, name, x, second.inputs[k], batch))
-    renamed: set[Any] = set()
-    for ref, name in zip(first.outputs, output_names, strict=True):
-        # The graph's outputs take the names asked for; an input or a value returned
-        # twice goes out through an Identity node.
-        if ref[0] != "in" and ref not in renamed:
-            graph.reserve(name)
-            graph.value_names[ref] = name
-            renamed.add(ref)
-    for index in sorted(needed):
-        _TRANSLATIONS[first.calls[index].function](_Node(graph, first, second, index))
-    for ref, name in zip(first.outputs, output_names, strict=True):
-        if graph.value_names[ref] != name:
-            graph.reserve(name)
-            graph.node("Identity", [graph.value_names[ref]], [name])
-    outputs = [
-        _value_info(onnx, name, first.tensor(ref), second.tensor(ref), batch)
-        for ref, name in zip(first.outputs, output_names, strict=True)
-    ]
-    proto = onnx.helper.make_model_gen_version(
-        onnx.helper.make_graph(
-            graph.nodes, type(model).__name__, graph.inputs, outputs, graph.initializers
-        ),
-        opset_imports=[onnx.helper.make_opsetid("", opset)],
-        producer_name="xcnn",
-    )
+    proto = graph.build(type(model).__name__, first, second, needed, input_names, output_names)
     onnx.checker.check_model(proto, full_check=True)
     atomic_write_bytes(Path(path), proto.SerializeToString())
     return proto
@@ -213,12 +194,11 @@ def _import_onnx() -> Any:
     return onnx
 
 
-def _names(names: Sequence[str], count: int, what: str, of: str) -> list[str]:
+def _names(names: Sequence[str], count: int, what: str, each: str) -> list[str]:
     names = [names] if isinstance(names, str) else list(names)
     if len(names) != count or not all(isinstance(n, str) and n for n in names):
         raise ValueError(
-            f"export: {what} must be {count} non-empty string(s), one per {of[:-1]} "
-            f"(the model has {count} {of}), got {names!r}"
+            f"export: {what} must be {count} non-empty string(s), one per {each}, got {names!r}"
         )
     if len(set(names)) != len(names):
         raise ValueError(f"export: {what} must be distinct, got {names!r}")
@@ -535,8 +515,48 @@ class _Graph:
         self._used: set[str] = set(self.state)
         self.where = ""
 
+    def build(
+        self,
+        title: str,
+        first: _Trace,
+        second: _Trace,
+        needed: set[int],
+        input_names: list[str],
+        output_names: list[str],
+    ) -> Any:
+        """The model: inputs, the translation of each needed call in order, outputs."""
+        batch = (int(first.inputs[0].shape[0]), int(second.inputs[0].shape[0]))
+        for k, name in enumerate(input_names):
+            self.reserve(name)
+            self.value_names[("in", k)] = name
+            self.inputs.append(
+                _value_info(self.onnx, name, first.inputs[k], second.inputs[k], batch)
+            )
+        for ref, name in zip(first.outputs, output_names, strict=True):
+            # Outputs take the names asked for; an input, or a value returned twice,
+            # goes out through an Identity node.
+            if ref[0] != "in" and ref not in self.value_names:
+                self.reserve(name)
+                self.value_names[ref] = name
+        for index in sorted(needed):
+            _TRANSLATIONS[first.calls[index].function](_Node(self, first, second, index))
+        outputs = []
+        for ref, name in zip(first.outputs, output_names, strict=True):
+            if self.value_names[ref] != name:
+                self.reserve(name)
+                self.node("Identity", [self.value_names[ref]], [name])
+            outputs.append(
+                _value_info(self.onnx, name, first.tensor(ref), second.tensor(ref), batch)
+            )
+        helper = self.onnx.helper
+        return helper.make_model_gen_version(
+            helper.make_graph(self.nodes, title, self.inputs, outputs, self.initializers),
+            opset_imports=[helper.make_opsetid("", self.opset)],
+            producer_name="xcnn",
+        )
+
     def reserve(self, name: str) -> None:
-        if name in self._used and name not in self.value_names.values():
+        if name in self.state:
             raise ValueError(
                 f"export: the name {name!r} is also a parameter or buffer of the model; "
                 "choose other input_names/output_names"
