@@ -511,7 +511,7 @@ class _Graph:
         self.initializers: list[Any] = []
         self.value_names: dict[Any, str] = {}
         self.state = {name: array for name, array in arrays.values()}
-        self._inits: dict[str, str] = {}  # state_dict key -> initializer name
+        self._written: set[str] = set()  # state_dict keys already initializers
         self._used: set[str] = set(self.state)
         self.where = ""
 
@@ -589,10 +589,10 @@ class _Graph:
         return self.constant(np.asarray(list(values), dtype=np.int64), "ints")
 
     def state_dict_entry(self, key: str) -> str:
-        if key not in self._inits:
+        if key not in self._written:
             array = backends.to_host(self.state[key])
             self.initializers.append(self.onnx.numpy_helper.from_array(array, key))
-            self._inits[key] = key
+            self._written.add(key)
         return key
 
     def reduce(self, op: str, x: str, axes: Sequence[int], keepdims: bool, out: str | None = None):
