@@ -340,7 +340,9 @@ def plot(results: list[Result], title: str, path: Path) -> Path:
     figure = Figure(figsize=(11, 4.2), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2)
-    colours = [f"C{i % 10}" for i in range(len(results))]
+    # Ten distinct colours, else twenty (paired shades), then repeats.
+    palette = [f"C{i}" for i in range(10)] if len(results) <= 10 else _tab20()
+    colours = [palette[i % len(palette)] for i in range(len(results))]
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for result, colour in zip(results, colours, strict=True):
             h = result.history
@@ -364,6 +366,12 @@ def plot(results: list[Result], title: str, path: Path) -> Path:
     figure.savefig(buffer, format="png")
     png = buffer.getvalue()
     return atomic_write(path, lambda tmp: tmp.write_bytes(png))
+
+
+def _tab20() -> list:
+    from matplotlib import colormaps
+
+    return list(colormaps["tab20"].colors)
 
 
 def main(argv: list[str] | None = None) -> int:
