@@ -177,6 +177,75 @@ def load_folder(root: Path, seed: int, say) -> tuple[data.ArrayDataset, data.Arr
     return subset(train_idx, "train"), subset(test_idx, "held-out test")
 
 
+def load_data(
+    dataset: str, data_dir: Path | None, seed: int, say
+) -> tuple[data.ArrayDataset, data.ArrayDataset]:
+    """Train and test sets of ``dataset``; offline, the bundled sample for both (said once)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", data.SampleFallbackWarning)
+        if dataset == "folder":
+            train_set, test_set = load_folder(data_dir, seed, say)
+        else:
+            train_set = data.load_dataset(dataset, root=data_dir, train=True)
+            if isinstance(train_set, data.FashionMNISTSample):  # fell back: test on it too
+                test_set = data.FashionMNISTSample(train=False)
+            else:
+                test_set = data.load_dataset(dataset, root=data_dir, train=False)
+    for notice in caught:
+        say(f"notice: {notice.message}", file=sys.stderr)
+    return train_set, test_set
+
+
+def make_transforms(dataset: str, channels: int, seed: int) -> tuple:
+    """``(train transform, eval transform)`` for the data actually loaded (each may be None).
+
+    Offline, cifar10 falls back to the 1x28x28 sample, which gets none.
+    """
+    if not (dataset == "cifar10" and channels == 3):
+        return None, None
+    transform = data.transforms.Compose(
+        [
+            data.transforms.RandomCrop(32, padding=4, rng=seed + 1),
+            data.transforms.RandomHorizontalFlip(rng=seed + 2),
+            data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+        ]
+    )
+    return transform, data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)
+
+
+def model_kwargs(model: str, train_set: data.ArrayDataset) -> dict:
+    """The builder's arguments that ``train_set`` decides (all but ``rng``)."""
+    channels, height, width = train_set.images.shape[1:]
+    kwargs = {"in_channels": int(channels), "num_classes": train_set.num_classes}
+    if model in SIZED:
+        if width != height:
+            raise ValueError(
+                f"{model} takes square images, got {height}x{width} "
+                "(HxW); resize them or choose --model resnet20"
+            )
+        kwargs["input_size"] = int(height)
+    return kwargs
+
+
+def checkpoint_meta(model: str, kwargs: dict, train_set: data.ArrayDataset, normalize) -> dict:
+    """What examples/predict.py reads from a checkpoint to rebuild and feed the model.
+
+    ``classes`` (label i is ``classes[i]``), ``model_name`` (a builder in ``xcnn.models``),
+    ``model_args`` (its arguments but ``rng``), ``input_shape`` ``[C, H, W]``, and
+    ``normalize``: ``{"mean": [...], "std": [...]}`` applied after scaling to [0, 1],
+    or ``None``.
+    """
+    return {
+        "classes": list(train_set.classes),
+        "model_name": model,
+        "model_args": dict(kwargs),
+        "input_shape": [int(n) for n in train_set.images.shape[1:]],
+        "normalize": None
+        if normalize is None
+        else {"mean": list(normalize.mean), "std": list(normalize.std)},
+    }
+
+
 def quiet(*args, **kwargs) -> None:
     """``print`` for the ranks that do not print."""
 
@@ -195,47 +264,17 @@ def main(argv: list[str] | None = None) -> int:
         xcnn.set_num_threads(args.threads)
     xcnn.manual_seed(args.seed)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", data.SampleFallbackWarning)
-        if args.dataset == "folder":
-            train_set, test_set = load_folder(args.data_dir, args.seed, say)
-        else:
-            train_set = data.load_dataset(args.dataset, root=args.data_dir, train=True)
-            if isinstance(train_set, data.FashionMNISTSample):  # fell back: test on it too
-                test_set = data.FashionMNISTSample(train=False)
-            else:
-                test_set = data.load_dataset(args.dataset, root=args.data_dir, train=False)
-    for notice in caught:
-        say(f"notice: {notice.message}", file=sys.stderr)
+    train_set, test_set = load_data(args.dataset, args.data_dir, args.seed, say)
     channels, height = train_set.images.shape[1], train_set.images.shape[2]
-
-    # Chosen from the data actually loaded: offline, cifar10 falls back to the 1x28x28 sample.
-    is_cifar = args.dataset == "cifar10" and channels == 3
-    transform = None
-    if is_cifar:
-        transform = data.transforms.Compose(
-            [
-                data.transforms.RandomCrop(32, padding=4, rng=args.seed + 1),
-                data.transforms.RandomHorizontalFlip(rng=args.seed + 2),
-                data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD),
-            ]
-        )
+    transform, eval_transform = make_transforms(args.dataset, channels, args.seed)
     train_loader = data.DataLoader(
         train_set, args.batch_size, shuffle=True, seed=args.seed, transform=transform
     )
-    eval_transform = data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD) if is_cifar else None
     # Unpadded shards: each test image is counted once, so the accuracy is exact.
     test_loader = data.DataLoader(test_set, 1000, transform=eval_transform, even_shards=False)
 
-    kwargs = {"rng": args.seed, "in_channels": channels, "num_classes": train_set.num_classes}
-    if args.model in SIZED:
-        if train_set.images.shape[3] != height:
-            raise ValueError(
-                f"{args.model} takes square images, got {height}x{train_set.images.shape[3]} "
-                "(HxW); resize them or choose --model resnet20"
-            )
-        kwargs["input_size"] = height
-    model = MODELS[args.model](**kwargs)
+    kwargs = model_kwargs(args.model, train_set)
+    model = MODELS[args.model](rng=args.seed, **kwargs)
     if args.summary and is_main:
         xcnn.summary(model, (channels, height, train_set.images.shape[3]))
     if args.distributed:
@@ -265,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         val_loader=test_loader,
         scheduler=scheduler,
         checkpoint=args.checkpoint,
+        checkpoint_meta=checkpoint_meta(args.model, kwargs, train_set, eval_transform),
         resume=args.resume,
         progress=not args.no_progress,
         verbose=True,  # the per-epoch line is printed even without the progress bar

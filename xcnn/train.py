@@ -366,6 +366,7 @@ def fit(
     callbacks: Sequence[Callable[[int, History], Any]] | None = None,
     resume: bool = False,
     verbose: bool | None = None,
+    checkpoint_meta: dict[str, Any] | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs; return the per-epoch :class:`History`.
 
@@ -404,6 +405,11 @@ def fit(
         the next epoch. On NumPy the result equals an uninterrupted run bit for bit.
     verbose : bool, optional
         Print the line per epoch; defaults to ``progress``.
+    checkpoint_meta : dict, optional
+        JSON-able values saved in every checkpoint as :func:`xcnn.save`'s ``**meta``
+        and returned by :func:`xcnn.load`: what a reader needs to rebuild and use the
+        model, e.g. ``examples/train.py``'s class names, model name and arguments,
+        input shape and normalisation (read by ``examples/predict.py``).
 
     Returns
     -------
@@ -437,6 +443,15 @@ def fit(
         raise ValueError(f"xcnn.fit: log_interval must be a positive integer, got {log_interval!r}")
     if resume and checkpoint is None:
         raise ValueError("xcnn.fit: resume=True needs checkpoint=PATH to resume from")
+    checkpoint_meta = dict(checkpoint_meta or {})
+    # xcnn.save's own parameters and what load returns besides the meta.
+    reserved = {"path", "model", "optimizer", "scheduler", "loader", "epoch", "step", "history"}
+    reserved = sorted(set(checkpoint_meta) & (reserved | {"xcnn_version"}))
+    if reserved:
+        raise ValueError(
+            f"xcnn.fit: checkpoint_meta may not use the names {reserved}, which the "
+            "checkpoint itself holds; rename them"
+        )
     world = _world()
     main = world[1] == 0
     verbose = (progress if verbose is None else verbose) and main
@@ -489,7 +504,7 @@ def fit(
         history.append(**_from_main(world, row))
         if checkpoint is not None:
             state = {"loader": train_loader if loader_state else None, "epoch": epoch}
-            state |= {"step": step, "history": history}
+            state |= {"step": step, "history": history, **checkpoint_meta}
             if world[0] > 1:
                 from xcnn.distributed import save_checkpoint
 
