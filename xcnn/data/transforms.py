@@ -413,7 +413,9 @@ def rotate(x: Any, angle: float | Sequence[float], fill: float | Sequence[float]
     array([[1, 3],
            [0, 2]], dtype=uint8)
     """
-    return _affine(x, -np.asarray(angle, dtype=np.float64), (0.0, 0.0), 1.0, fill, "rotate")
+    _check_batch(x, "rotate")
+    angle = _per_image(angle, (x.shape[0],), "angle", "rotate")
+    return _affine(x, -angle, (0.0, 0.0), 1.0, fill, "rotate")
 
 
 def _affine(x: Any, angle: Any, translate: Any, scale: Any, fill: Any, who: str) -> Any:
