@@ -110,6 +110,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="array backend (default: $XCNN_BACKEND, else numpy)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mixing = parser.add_mutually_exclusive_group()
+    mixing.add_argument(
+        "--mixup", type=positive_float, default=None, metavar="ALPHA", help="MixUp(alpha=ALPHA)"
+    )
+    mixing.add_argument(
+        "--cutmix", type=positive_float, default=None, metavar="ALPHA", help="CutMix(alpha=ALPHA)"
+    )
     parser.add_argument(
         "--distributed",
         action="store_true",
@@ -267,8 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     train_set, test_set = load_data(args.dataset, args.data_dir, args.seed, say)
     channels, height = train_set.images.shape[1], train_set.images.shape[2]
     transform, eval_transform = make_transforms(args.dataset, channels, args.seed)
+    # MixUp / CutMix mix images and labels: the loader then yields class probabilities.
+    mix, classes = None, train_set.num_classes
+    if args.mixup is not None:
+        mix = data.transforms.MixUp(alpha=args.mixup, num_classes=classes, rng=args.seed + 3)
+    elif args.cutmix is not None:
+        mix = data.transforms.CutMix(alpha=args.cutmix, num_classes=classes, rng=args.seed + 3)
     train_loader = data.DataLoader(
-        train_set, args.batch_size, shuffle=True, seed=args.seed, transform=transform
+        train_set,
+        args.batch_size,
+        shuffle=True,
+        seed=args.seed,
+        transform=transform,
+        batch_transform=mix,
     )
     # Unpadded shards: each test image is counted once, so the accuracy is exact.
     test_loader = data.DataLoader(test_set, 1000, transform=eval_transform, even_shards=False)
@@ -326,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 def settings(args: argparse.Namespace) -> dict:
     """The options that every rank must share (paths and display may differ)."""
     names = ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "seed", "backend")
+    names += ("mixup", "cutmix")
     return {name: getattr(args, name) for name in names}
 
 

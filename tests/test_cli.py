@@ -255,3 +255,32 @@ def test_export_onnx_writes_a_model_with_the_printed_accuracy(tiny_mnist, tmp_pa
     (logits,) = session.run(None, {"input": np.asarray(images)})
     assert logits.shape == (len(test_set), 10)
     assert round(float(np.mean(logits.argmax(1) == np.asarray(labels))), 4) == accuracy
+
+
+@pytest.mark.parametrize("flag", ["--mixup", "--cutmix"])
+def test_mixup_and_cutmix_train_and_resume(tiny_mnist, tmp_path, flag):
+    ckpt = tmp_path / "run.ckpt"
+    common = ("--dataset", "mnist", "--data-dir", str(tiny_mnist), "--batch-size", "16")
+    common += ("--no-progress", "--checkpoint", str(ckpt), flag, "0.4")
+    out = run(*common, "--epochs", "2")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert sum(line.startswith("epoch ") for line in lines) == 2, out.stdout
+    assert float(lines[-1].split(": ")[1]) > 0.2  # chance is 0.1
+    resumed = run(*common, "--epochs", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sum(line.startswith("epoch 3/3") for line in resumed.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mixup", "0"], "argument --mixup: expected a positive finite number, got 0"),
+        (["--cutmix", "-1"], "argument --cutmix: expected a positive finite number"),
+        (["--mixup", "1", "--cutmix", "1"], "argument --cutmix: not allowed with argument --mixup"),
+    ],
+)
+def test_bad_mixing_arguments_exit_with_a_clear_message(args, message):
+    out = run(*args)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert message in out.stderr, out.stderr
