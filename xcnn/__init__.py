@@ -40,6 +40,7 @@ __all__ = [
     "nn",
     "ops",
     "optim",
+    "plot",
     "plot_history",
     "save",
     "set_num_threads",
@@ -48,7 +49,7 @@ __all__ = [
     "TrainingDiverged",
 ]
 
-_SUBMODULES = {"autograd", "data", "distributed", "models", "nn", "ops", "optim", "testing"}
+_SUBMODULES = {"autograd", "data", "distributed", "models", "nn", "ops", "optim", "plot", "testing"}
 _FUNCTIONS = {
     "Tensor": "xcnn.autograd",
     "cat": "xcnn.autograd",
