@@ -94,6 +94,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--plot", type=Path, default=None, help="write loss/accuracy PNG here")
     parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="after training, write PNGs of samples, filters, feature maps, confusion "
+        "matrix, worst errors and history into DIR",
+    )
+    parser.add_argument(
         "--summary", action="store_true", help="print the model's layers, shapes and sizes first"
     )
     parser.add_argument(
@@ -265,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None and is_main:
         xcnn.plot_history(history, args.plot)
         say(f"plot written to {args.plot}")
+    if args.report is not None and is_main:
+        for path in xcnn.plot.report(
+            model, train_set, test_set, history, args.report, transform=eval_transform
+        ).values():
+            say(f"report written to {path}")
     result = xcnn.evaluate(model, test_loader)
     say(f"trained in {time.perf_counter() - start:.1f} s")
     say(f"test accuracy: {result['accuracy']:.4f}")

@@ -893,8 +893,10 @@ def _picture(caller: str, grid: np.ndarray, heading: str, **imshow: Any) -> Any:
     ax = figure.add_axes((left / width, 0.2 / height, cols * scale / width, rows * scale / height))
     if grid.ndim == 3:  # RGB: NaN gaps become white
         grid = np.where(np.isnan(grid), 1.0, grid)
-    image = ax.imshow(grid, interpolation="nearest", **imshow)
-    image.cmap.set_bad("white")
+    from matplotlib import colormaps
+
+    cmap = colormaps[imshow.pop("cmap", "gray")].with_extremes(bad="white")
+    ax.imshow(grid, interpolation="nearest", cmap=cmap, **imshow)
     ax.set_axis_off()
     figure.suptitle(heading, y=1 - 0.08 / height, va="top", fontsize=9, linespacing=1.3)
     return figure
