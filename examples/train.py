@@ -7,6 +7,7 @@
         --data-dir /usr/share/datasets/fashion-mnist --epochs 10 --optimizer adam
     mpiexec -n 2 python examples/train.py --distributed   # data-parallel on 2 ranks
     python examples/train.py --dataset folder --data-dir my_images   # your own images
+    python examples/train.py --dataset sample --report report/   # PNGs of data and network
 
 ``--dataset folder`` reads class sub-folders of images (:class:`xcnn.data.ImageFolder`):
 ``DIR/train`` and ``DIR/test`` (or ``DIR/val``) when both exist, else all of ``DIR``

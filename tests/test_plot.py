@@ -117,6 +117,13 @@ def test_samples_shows_rgb_in_colour_and_grey_as_grey(tmp_path):
     ds = blobs()
     u8 = plot.samples(ds.images[:, 0], tmp_path / "u8.png", n=4)
     assert same(plot.samples(ds.images / 255.0, tmp_path / "float.png", n=4), u8)
+    # Floats outside [0, 1] (normalised images) are stretched over [0, 1] per image.
+    low = ds.images.min(axis=(1, 2, 3), keepdims=True).astype(np.float64)
+    high = ds.images.max(axis=(1, 2, 3), keepdims=True)
+    stretched = plot.samples((ds.images - low) / (high - low), tmp_path / "stretched.png", n=4)
+    normalised = (ds.images / 255.0 - 0.3) / 0.2
+    assert same(plot.samples(normalised, tmp_path / "normalised.png", n=4), stretched)
+    assert not same(stretched, u8)
 
 
 def test_samples_rejects_bad_input(tmp_path):
