@@ -103,6 +103,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "matrix, worst errors and history into DIR",
     )
     parser.add_argument(
+        "--export-onnx",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write the trained model here as ONNX (needs pip install 'xcnn[onnx]')",
+    )
+    parser.add_argument(
         "--summary", action="store_true", help="print the model's layers, shapes and sizes first"
     )
     parser.add_argument(
@@ -281,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             say(f"report written to {path}")
     result = xcnn.evaluate(model, test_loader)
     say(f"trained in {time.perf_counter() - start:.1f} s")
+    if args.export_onnx is not None and is_main:
+        # Traced on two test images; the file runs at any batch size.
+        images, _ = next(iter(test_loader))
+        xcnn.onnx.export(getattr(model, "module", model), images[:2, ...], args.export_onnx)
+        say(f"ONNX model written to {args.export_onnx}")
     say(f"test accuracy: {result['accuracy']:.4f}")
     return 0
 

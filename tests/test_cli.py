@@ -251,3 +251,25 @@ def test_summary_prints_the_model_table_before_training(tiny_mnist):
     assert re.search(r"Conv2d: 1-1\s+\[1, 6, 28, 28\]\s+156", text), text
     assert text.index("Total params") < text.index("epoch 1/1")
     assert text.strip().splitlines()[-1].startswith("test accuracy: ")
+
+
+def test_export_onnx_writes_a_model_with_the_printed_accuracy(tiny_mnist, tmp_path):
+    pytest.importorskip("onnx", reason="onnx is not installed (pip install 'xcnn[onnx]')")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from xcnn import data
+
+    path = tmp_path / "lenet5.onnx"
+    out = run(
+        "--dataset", "mnist", "--data-dir", str(tiny_mnist), "--epochs", "1",
+        "--batch-size", "16", "--no-progress", "--export-onnx", str(path),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"ONNX model written to {path}" in out.stdout
+    accuracy = float(out.stdout.strip().splitlines()[-1].split(": ")[1])
+    # ONNX Runtime classifies the whole test set (one batch of 64, traced at 2) as xcnn did.
+    test_set = data.load_dataset("mnist", root=tiny_mnist, train=False)
+    images, labels = next(iter(data.DataLoader(test_set, len(test_set))))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": np.asarray(images)})
+    assert logits.shape == (len(test_set), 10)
+    assert round(float(np.mean(logits.argmax(1) == np.asarray(labels))), 4) == accuracy

@@ -38,6 +38,7 @@ __all__ = [
     "manual_seed",
     "models",
     "nn",
+    "onnx",
     "ops",
     "optim",
     "plot",
@@ -49,7 +50,18 @@ __all__ = [
     "TrainingDiverged",
 ]
 
-_SUBMODULES = {"autograd", "data", "distributed", "models", "nn", "ops", "optim", "plot", "testing"}
+_SUBMODULES = {
+    "autograd",
+    "data",
+    "distributed",
+    "models",
+    "nn",
+    "onnx",
+    "ops",
+    "optim",
+    "plot",
+    "testing",
+}
 _FUNCTIONS = {
     "Tensor": "xcnn.autograd",
     "cat": "xcnn.autograd",
