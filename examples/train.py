@@ -7,6 +7,7 @@
         --data-dir /usr/share/datasets/fashion-mnist --epochs 10 --optimizer adam
     mpiexec -n 2 python examples/train.py --distributed   # data-parallel on 2 ranks
     python examples/train.py --dataset folder --data-dir my_images   # your own images
+    python examples/train.py --dataset sample --report report/   # PNGs of data and network
 
 ``--dataset folder`` reads class sub-folders of images (:class:`xcnn.data.ImageFolder`):
 ``DIR/train`` and ``DIR/test`` (or ``DIR/val``) when both exist, else all of ``DIR``
@@ -93,6 +94,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, default=None, help="save here every epoch")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--plot", type=Path, default=None, help="write loss/accuracy PNG here")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="after training, write PNGs of samples, filters, feature maps, confusion "
+        "matrix, worst errors and history into DIR",
+    )
     parser.add_argument(
         "--export-onnx",
         type=Path,
@@ -330,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None and is_main:
         xcnn.plot_history(history, args.plot)
         say(f"plot written to {args.plot}")
+    if args.report is not None and is_main:
+        for path in xcnn.plot.report(
+            model, train_set, test_set, history, args.report, transform=eval_transform
+        ).values():
+            say(f"report written to {path}")
     result = xcnn.evaluate(model, test_loader)
     say(f"trained in {time.perf_counter() - start:.1f} s")
     if args.export_onnx is not None and is_main:

@@ -57,6 +57,24 @@ def test_one_epoch_run_prints_epoch_line_accuracy_plot_and_checkpoint(tiny_mnist
     assert sum(line.startswith("epoch ") for line in resumed.stdout.splitlines()) == 1
 
 
+def test_report_writes_six_pictures_after_training_on_the_sample(tmp_path):
+    pytest.importorskip("matplotlib", reason="--report needs matplotlib: pip install 'xcnn[plot]'")
+    import matplotlib.image
+
+    folder = tmp_path / "report"
+    out = run("--dataset", "sample", "--epochs", "1", "--batch-size", "128", "--no-progress",
+              "--report", str(folder))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    kinds = ("samples", "filters", "feature_maps", "confusion_matrix", "worst_errors", "history")
+    printed = [line for line in out.stdout.splitlines() if line.startswith("report written to ")]
+    assert printed == [f"report written to {folder / kind}.png" for kind in kinds]
+    for kind in kinds:
+        image = matplotlib.image.imread(folder / f"{kind}.png")
+        assert image.shape[0] >= 100 and image.shape[1] >= 400
+        assert image[..., :3].std() > 0.05, kind  # drawn, not a blank canvas
+    assert out.stdout.strip().splitlines()[-1].startswith("test accuracy: ")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -41,6 +41,7 @@ __all__ = [
     "onnx",
     "ops",
     "optim",
+    "plot",
     "plot_history",
     "save",
     "set_num_threads",
@@ -49,7 +50,18 @@ __all__ = [
     "TrainingDiverged",
 ]
 
-_SUBMODULES = {"autograd", "data", "distributed", "models", "nn", "onnx", "ops", "optim", "testing"}
+_SUBMODULES = {
+    "autograd",
+    "data",
+    "distributed",
+    "models",
+    "nn",
+    "onnx",
+    "ops",
+    "optim",
+    "plot",
+    "testing",
+}
 _FUNCTIONS = {
     "Tensor": "xcnn.autograd",
     "cat": "xcnn.autograd",

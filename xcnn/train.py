@@ -689,55 +689,8 @@ def _is_terminal(stream: Any) -> bool:
 
 
 def plot_history(history: History | dict, path: str | os.PathLike) -> Path:
-    """Write a PNG with two panels, loss and accuracy per epoch, train vs validation.
+    """Write a PNG of loss and accuracy per epoch: :func:`xcnn.plot.history`, under its
+    older name (needs matplotlib: ``pip install 'xcnn[plot]'``)."""
+    from xcnn import plot
 
-    Needs matplotlib (``pip install 'xcnn[plot]'``). Drawn with the Agg canvas,
-    without pyplot, so the caller's matplotlib backend is left alone.
-
-    Parameters
-    ----------
-    history : History or dict
-        A :class:`History` or its :meth:`History.to_dict`.
-    path : str or os.PathLike
-        Where to write the PNG (atomically).
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-    """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-    except ImportError as error:
-        raise ImportError(
-            "xcnn.plot_history needs matplotlib, an optional extra: pip install 'xcnn[plot]'"
-        ) from error
-    if not isinstance(history, History):
-        history = History.from_dict(history)
-    data = history.to_dict()
-    if not data["epochs"]:
-        raise ValueError("xcnn.plot_history: the history has no epochs to plot")
-
-    figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 2)
-    epochs = data["epochs"]
-    for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
-        for split, label, style in (("train", "train", "o-"), ("val", "validation", "s--")):
-            values = [math.nan if v is None else v for v in data[f"{split}_{metric}"]]
-            if all(math.isnan(v) for v in values):
-                continue
-            ax.plot(epochs, values, style, label=label, markersize=4)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    png = buffer.getvalue()
-    return atomic_write(path, lambda tmp: tmp.write_bytes(png))
+    return plot.history(history, path)
