@@ -1,9 +1,9 @@
 """Classify image files with a checkpoint written by examples/train.py: top-k classes each.
 
     python examples/train.py --epochs 5 --checkpoint run.ckpt
-    python examples/predict.py shoe.png shirt.jpg --checkpoint run.ckpt --topk 3
+    python examples/predict.py shoe.png shirt.jpg --checkpoint run.ckpt --top-k 3
 
-Prints, for each image, its path and then its ``--topk`` most probable classes with
+Prints, for each image, its path and then its ``--top-k`` most probable classes with
 their softmax probabilities::
 
     shoe.png
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint", type=Path, required=True, help="written by examples/train.py --checkpoint"
     )
-    parser.add_argument("--topk", type=int, default=5, help="classes shown per image")
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per image")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument(
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="array backend (default: $XCNN_BACKEND, else numpy)",
     )
     args = parser.parse_args(argv)
-    for name in ("topk", "batch_size"):
+    for name in ("top_k", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(
                 f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         backends.use(args.backend)
     meta = read_checkpoint_meta(args.checkpoint)
     classes = meta["classes"]
-    if args.topk > len(classes):
-        raise ValueError(f"--topk {args.topk} exceeds the model's {len(classes)} classes")
+    if args.top_k > len(classes):
+        raise ValueError(f"--top-k {args.top_k} exceeds the model's {len(classes)} classes")
     model = load_model(args.checkpoint, meta)
     channels, height, width = meta["input_shape"]
     images = data.read_images(args.images, size=(height, width), grayscale=channels == 1)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     column = max(len(name) for name in classes)
     for path, row in zip(args.images, probabilities, strict=True):
         # Stable: equal probabilities keep class order.
-        top = np.argsort(-row, kind="stable")[: args.topk]
+        top = np.argsort(-row, kind="stable")[: args.top_k]
         print(path)
         for rank, index in enumerate(top, start=1):
             print(f"  {rank}. {classes[index]:<{column}}  {row[index]:.4f}")

@@ -64,7 +64,7 @@ def test_predictions_reproduce_evaluate_and_the_model_softmax(trained, tmp_path)
     paths = [path for path, _ in folder.samples]
     report = tmp_path / "predictions.json"
     out = run(
-        "predict.py", *paths, "--checkpoint", str(checkpoint), "--topk", "3",
+        "predict.py", *paths, "--checkpoint", str(checkpoint), "--top-k", "3",
         "--json", str(report), data_dir=tmp_path,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -118,7 +118,7 @@ def test_colour_and_larger_images_are_converted_as_the_model_expects(trained, tm
     report = tmp_path / "out.json"
     out = run(
         "predict.py", str(grey), str(tmp_path / "rgb.png"), str(tmp_path / "big.png"),
-        "--checkpoint", str(checkpoint), "--topk", "10", "--json", str(report), data_dir=tmp_path,
+        "--checkpoint", str(checkpoint), "--top-k", "10", "--json", str(report), data_dir=tmp_path,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     same, rgb, big = json.loads(report.read_text())
@@ -158,8 +158,8 @@ def test_errors_name_the_file_and_say_how_to_get_a_usable_checkpoint(trained, tm
     assert f"cannot read image {str(broken)!r}" in unreadable.stderr
 
     too_many = run(
-        "predict.py", image, "--checkpoint", str(checkpoint), "--topk", "11", data_dir=tmp_path
+        "predict.py", image, "--checkpoint", str(checkpoint), "--top-k", "11", data_dir=tmp_path
     )
     assert (
-        too_many.returncode == 1 and "--topk 11 exceeds the model's 10 classes" in too_many.stderr
+        too_many.returncode == 1 and "--top-k 11 exceeds the model's 10 classes" in too_many.stderr
     )
