@@ -642,7 +642,8 @@ def test_mixing_float32_with_float64_is_a_clear_error(backend, op, call, rng):
 
 
 CONV_SHAPES = {
-    "input_rank": ((3, 5, 5), (4, 3, 3, 3), {}, r"rank 4.*\(3, 5, 5\)"),
+    "input_rank": ((5, 5), (4, 3, 3, 3), {}, r"3-D \(C, H, W\) or 4-D .*\(5, 5\)"),
+    "unbatched_channels": ((2, 5, 5), (4, 3, 3, 3), {}, r"3 channels.*\(1, 2, 5, 5\)"),
     "weight_rank": ((2, 3, 5, 5), (4, 3, 3), {}, r"rank 4.*\(4, 3, 3\)"),
     "channels": ((2, 2, 5, 5), (4, 3, 3, 3), {}, r"3 channels.*\(2, 2, 5, 5\)"),
     "grouped_channels": ((2, 4, 5, 5), (4, 3, 3, 3), {"groups": 2}, r"6 channels.*groups=2"),

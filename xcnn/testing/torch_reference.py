@@ -137,8 +137,19 @@ def _twin_of(m: nn.Module, path: str, torch: Any, done: dict[int, Any]) -> Any:
         )
     if cls is nn.Linear:
         return tnn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-    if cls in (nn.MaxPool2d, nn.AvgPool2d):
-        return getattr(tnn, cls.__name__)(m.kernel_size, stride=m.stride, padding=m.padding)
+    if cls is nn.MaxPool2d:
+        return tnn.MaxPool2d(
+            m.kernel_size, stride=m.stride, padding=m.padding, ceil_mode=m.ceil_mode
+        )
+    if cls is nn.AvgPool2d:
+        return tnn.AvgPool2d(
+            m.kernel_size,
+            stride=m.stride,
+            padding=m.padding,
+            ceil_mode=m.ceil_mode,
+            count_include_pad=m.count_include_pad,
+            divisor_override=m.divisor_override,
+        )
     if cls is nn.AdaptiveAvgPool2d:
         return tnn.AdaptiveAvgPool2d(m.output_size)
     if cls in (nn.BatchNorm1d, nn.BatchNorm2d):
