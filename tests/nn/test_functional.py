@@ -763,7 +763,9 @@ def conv_padding_geometry(draw):
     size = [draw(st.integers(s, s + 4)) for s in smallest]
     groups = draw(st.sampled_from([1, 1, 2]))
     channels = groups * draw(st.integers(1, 2))
-    x_shape = (channels, *size) if draw(st.booleans()) else (draw(st.integers(1, 2)), channels, *size)
+    x_shape = (
+        (channels, *size) if draw(st.booleans()) else (draw(st.integers(1, 2)), channels, *size)
+    )
     w_shape = (groups * draw(st.integers(1, 2)), channels // groups, *kernel)
     params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     return x_shape, w_shape, draw(st.booleans()), params
