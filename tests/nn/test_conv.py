@@ -265,7 +265,9 @@ def string_padding_layer(draw):
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     stride = (1, 1) if padding == "same" else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    smallest = [1 if padding == "same" else d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    smallest = [
+        1 if padding == "same" else d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)
+    ]
     size = [draw(st.integers(s, s + 4)) for s in smallest]
     args = {
         "in_channels": 2,

@@ -759,7 +759,9 @@ def conv_padding_geometry(draw):
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))  # even kernels: asymmetric
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     stride = (1, 1) if padding == "same" else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    smallest = [1 if padding == "same" else d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    smallest = [
+        1 if padding == "same" else d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)
+    ]
     size = [draw(st.integers(s, s + 4)) for s in smallest]
     groups = draw(st.sampled_from([1, 1, 2]))
     channels = groups * draw(st.integers(1, 2))

@@ -151,9 +151,7 @@ def conv_padding(
     return before, (total[0] - before[0], total[1] - before[1])
 
 
-def pad2d(
-    x: Any, before: tuple[int, int], after: tuple[int, int], value: float, *, xp: Any
-) -> Any:
+def pad2d(x: Any, before: tuple[int, int], after: tuple[int, int], value: float, *, xp: Any) -> Any:
     """``x (..., H, W)`` padded with ``value``: ``before`` rows/columns at the top/left,
     ``after`` at the bottom/right (``x`` itself when there is nothing to add)."""
     if before == (0, 0) and after == (0, 0):

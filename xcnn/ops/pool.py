@@ -54,10 +54,10 @@ Implementations of max pooling (one dispatcher, see ``xcnn.ops._dispatch``):
 * standard-only: a loop over the KH*KW window offsets (never over output positions)
   with strided slices, keeping a running max and running argmax; backward adds the
   KH*KW masked slices ``where(indices == k, gy, 0)`` back.
-* NumPy (``ops/_numpy/pool.py``), except for ``ceil_mode`` windows past the padded
-  input (``eh``/``ew``), which take the standard path: the same loop with in-place ufuncs, a two-stage
+* NumPy (``ops/_numpy/pool.py``): the same loop with in-place ufuncs, a two-stage
   pairwise kernel for the common 2x2 / stride-2 case, direct writes (no
-  accumulation) when windows do not overlap.
+  accumulation) when windows do not overlap. ``ceil_mode`` windows past the padded
+  input (``eh``/``ew`` > 0) take the standard path instead.
 * CuPy (``ops/_cupy/pool.py``): one kernel per output for max+argmax; backward gathers,
   for each input pixel, the windows that cover it (deterministic, no atomics).
 
@@ -353,9 +353,10 @@ def _avg_divisor(
     rows = avg_pool_divisors(h, g.kh, g.sh, g.ph, g.oh, count_include_pad)
     cols = avg_pool_divisors(w, g.kw, g.sw, g.pw, g.ow, count_include_pad)
     dev = device(like)
-    return xp.asarray(rows, dtype=like.dtype, device=dev)[:, None] * xp.asarray(
-        cols, dtype=like.dtype, device=dev
-    )[None, :]
+    return (
+        xp.asarray(rows, dtype=like.dtype, device=dev)[:, None]
+        * xp.asarray(cols, dtype=like.dtype, device=dev)[None, :]
+    )
 
 
 def _divide(xp: Any, a: Any, divisor: float | Any) -> Any:
