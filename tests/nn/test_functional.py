@@ -932,3 +932,95 @@ def test_refused_options_name_the_option(backend, call, message):
     w = Tensor(backend.asarray(np.zeros((3, 2, 2, 2))))
     with pytest.raises((ValueError, TypeError), match=message):
         call(x, w)
+
+
+# -- zero-size batches (N = 0), as torch: empty outputs and gradients; a mean over no
+# elements is NaN -----------------------------------------------------------------------------
+
+X0 = (0, 2, 5, 6)  # an empty batch of 2-channel 5x6 images
+W = (3, 2, 3, 3)
+EMPTY_BATCH = {
+    "conv": (lambda x, w: F.conv2d(x, w, padding=1), lambda x, w: TF.conv2d(x, w, padding=1), W),
+    "conv-same": (
+        lambda x, w: F.conv2d(x, w, padding="same"),
+        lambda x, w: TF.conv2d(x, w, padding="same"),
+        (3, 2, 2, 2),
+    ),
+    "max": (lambda x: F.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2)),
+    "max-ceil": (
+        lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+        lambda x: TF.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+    ),
+    "avg": (
+        lambda x: F.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
+        lambda x: TF.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
+    ),
+    "adaptive": (
+        lambda x: F.adaptive_avg_pool2d(x, (2, 3)),
+        lambda x: TF.adaptive_avg_pool2d(x, (2, 3)),
+    ),
+    "global": (lambda x: F.adaptive_avg_pool2d(x, 1), lambda x: TF.adaptive_avg_pool2d(x, 1)),
+    "linear": (
+        lambda x, w, b: F.linear(F.flatten(x, 1), w, b),
+        lambda x, w, b: TF.linear(x.flatten(1), w, b),
+        (4, 60),
+        (4,),
+    ),
+    "relu": (F.relu, TF.relu),
+    "leaky_relu": (lambda x: F.leaky_relu(x, 0.2), lambda x: TF.leaky_relu(x, 0.2)),
+    "sigmoid": (F.sigmoid, torch.sigmoid),
+    "tanh": (F.tanh, torch.tanh),
+    "softmax": (lambda x: F.softmax(x, 1), lambda x: TF.softmax(x, 1)),
+    "batch_norm_eval": (
+        lambda x, w, b: F.batch_norm(
+            x, backends.current().asarray(np.zeros(2)), backends.current().asarray(np.ones(2)), w, b
+        ),
+        lambda x, w, b: TF.batch_norm(
+            x, torch.zeros(2, dtype=x.dtype), torch.ones(2, dtype=x.dtype), w, b
+        ),
+        (2,),
+        (2,),
+    ),
+    # torch returns an empty output here (it raises only for one value per channel).
+    "batch_norm_train": (
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+        lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True),
+        (2,),
+        (2,),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EMPTY_BATCH))
+def test_empty_batch_matches_torch(backend, case):
+    """Outputs and every gradient (empty for the input, zeros for weights) as torch's."""
+    fn, torch_fn, *shapes = EMPTY_BATCH[case]
+    rng = np.random.default_rng(0)
+    hosts = [np.zeros(X0)] + [rng.standard_normal(s) for s in shapes]
+    compare_with_torch(backend, fn, torch_fn, hosts, "float64")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("loss", ["mse_loss", "cross_entropy", "cross_entropy-probabilities"])
+def test_empty_batch_losses_match_torch(backend, loss, reduction):
+    """A mean over no elements is NaN, a sum 0, the per-sample loss empty (as torch);
+    the gradient is empty."""
+    name = loss.split("-")[0]
+    if loss == "cross_entropy":
+        target = np.zeros(0, dtype=np.int64)
+    else:
+        target = np.zeros((0, 4))
+    x = Tensor(backend.asarray(np.zeros((0, 4))), requires_grad=True)
+    tx = torch.zeros((0, 4), dtype=torch.float64, requires_grad=True)
+    out = getattr(F, name)(x, backend.asarray(target), reduction=reduction)
+    t_out = getattr(TF, name)(tx, torch.from_numpy(target), reduction=reduction)
+    assert out.shape == tuple(t_out.shape)
+    _assert_on(backend, out.data, "float64")
+    np.testing.assert_array_equal(backend.to_numpy(out.data), t_out.detach().numpy())
+    if reduction == "mean":
+        assert np.isnan(float(backend.to_numpy(out.data)))
+    grad = np.ones(out.shape)
+    out.backward(backend.asarray(grad))
+    t_out.backward(torch.from_numpy(grad))
+    assert tuple(x.grad.shape) == tuple(tx.grad.shape) == (0, 4)
+    _assert_on(backend, x.grad, "float64")

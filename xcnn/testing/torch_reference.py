@@ -166,7 +166,17 @@ def _twin_of(m: nn.Module, path: str, torch: Any, done: dict[int, Any]) -> Any:
         return tnn.Dropout(m.p)
     if cls is nn.Flatten:
         return tnn.Flatten(m.start_dim, m.end_dim)
-    if cls in (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.CrossEntropyLoss, nn.MSELoss):
+    if cls is nn.CrossEntropyLoss:
+        weight = m.state_dict().get("weight")
+        return tnn.CrossEntropyLoss(
+            weight=None if weight is None else torch.from_numpy(weight.copy()),
+            ignore_index=m.ignore_index,
+            reduction=m.reduction,
+            label_smoothing=m.label_smoothing,
+        )
+    if cls is nn.MSELoss:
+        return tnn.MSELoss(reduction=m.reduction)
+    if cls in (nn.ReLU, nn.Sigmoid, nn.Tanh):
         return getattr(tnn, cls.__name__)()
     where = f" at {path!r}" if path else ""
     raise TypeError(
