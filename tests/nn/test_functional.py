@@ -1000,27 +1000,31 @@ def test_empty_batch_matches_torch(backend, case):
     compare_with_torch(backend, fn, torch_fn, hosts, "float64")
 
 
+@pytest.mark.parametrize("batch", [0, 3], ids=["empty-batch", "batch"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("loss", ["mse_loss", "cross_entropy", "cross_entropy-probabilities"])
-def test_empty_batch_losses_match_torch(backend, loss, reduction):
-    """A mean over no elements is NaN, a sum 0, the per-sample loss empty (as torch);
-    the gradient is empty."""
+def test_explicit_reductions_and_empty_batch_losses_match_torch(backend, loss, reduction, batch):
+    """Every reduction given explicitly (``"mean"`` too) as torch's; with an empty batch a
+    mean over no elements is NaN, a sum 0, the per-sample loss empty, the gradient empty."""
     name = loss.split("-")[0]
+    rng = np.random.default_rng(batch)
     if loss == "cross_entropy":
-        target = np.zeros(0, dtype=np.int64)
+        target = rng.integers(0, 4, size=batch)
     else:
-        target = np.zeros((0, 4))
-    x = Tensor(backend.asarray(np.zeros((0, 4))), requires_grad=True)
-    tx = torch.zeros((0, 4), dtype=torch.float64, requires_grad=True)
+        target = rng.random((batch, 4))
+    host = rng.standard_normal((batch, 4))
+    x = Tensor(backend.asarray(host), requires_grad=True)
+    tx = torch.from_numpy(host).requires_grad_()
     out = getattr(F, name)(x, backend.asarray(target), reduction=reduction)
     t_out = getattr(TF, name)(tx, torch.from_numpy(target), reduction=reduction)
     assert out.shape == tuple(t_out.shape)
     _assert_on(backend, out.data, "float64")
-    np.testing.assert_array_equal(backend.to_numpy(out.data), t_out.detach().numpy())
+    np.testing.assert_allclose(backend.to_numpy(out.data), t_out.detach().numpy(), **TOL["float64"])
     if reduction == "mean":
-        assert np.isnan(float(backend.to_numpy(out.data)))
+        assert np.isnan(float(backend.to_numpy(out.data))) == (batch == 0)
     grad = np.ones(out.shape)
     out.backward(backend.asarray(grad))
     t_out.backward(torch.from_numpy(grad))
-    assert tuple(x.grad.shape) == tuple(tx.grad.shape) == (0, 4)
     _assert_on(backend, x.grad, "float64")
+    np.testing.assert_allclose(backend.to_numpy(x.grad), tx.grad.numpy(), **TOL["float64"])
+    assert tuple(x.grad.shape) == (batch, 4)
