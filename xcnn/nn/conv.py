@@ -64,6 +64,8 @@ class Conv2d(Module):
     Conv2d(1->6, kernel_size=(5, 5), padding=(2, 2))
     >>> conv(np.zeros((8, 1, 28, 28), dtype=np.float32)).shape
     (8, 6, 28, 28)
+    >>> nn.Conv2d(1, 2, 4, padding="same", rng=0)(np.zeros((1, 5, 5), dtype=np.float32)).shape
+    (2, 5, 5)
     """
 
     def __init__(
@@ -149,7 +151,7 @@ class Conv2d(Module):
             )
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         (top, left), (bottom, right) = self._pads
-        # output_size pads 2*p: give it the mean of the two sides (the sum is what counts).
+        # output_size pads both sides alike: pad by `bottom` and add the difference to H.
         oh = output_size(shape[-2] + top - bottom, kh, sh, bottom, dh)
         ow = output_size(shape[-1] + left - right, kw, sw, right, dw)
         if oh < 1 or ow < 1:
