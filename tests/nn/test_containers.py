@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import xcnn
-from xcnn import nn
-from xcnn.testing import gradcheck
+from xcnn import backends, nn
+from xcnn.testing import gradcheck, to_torch
 
 
 class Scale(nn.Module):
@@ -265,3 +266,34 @@ def test_module_list_state_dict_keys_match_torch():
     t = xcnn.tensor(x, requires_grad=True)  # a forward of one's own trains through the graph
     net(t).sum().backward()
     assert net.blocks[0].weight.grad.shape == (3, 3)
+
+
+@pytest.mark.torch
+def test_empty_batch_through_a_model_matches_torch_layerwise(backend):
+    """N = 0 through conv, batch norm (training), activations, every pool and linear:
+    empty output and input gradient, parameter gradients 0, running statistics kept."""
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 2, padding="same", rng=0),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+        nn.AvgPool2d(2, 1, 1, count_include_pad=False),
+        nn.AdaptiveAvgPool2d((2, 3)),
+        nn.Flatten(),
+        nn.Linear(24, 5, rng=0),
+        nn.Tanh(),
+    )
+    twin = to_torch(model)
+    x = np.zeros((0, 2, 7, 6), dtype=np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = twin(tx)
+    y = model(backend.asarray(x))
+    assert tuple(y.shape) == tuple(ty.shape) == (0, 5)
+    ty.backward(torch.zeros(0, 5))
+    gx = model.backward(backend.asarray(np.zeros((0, 5), dtype=np.float32)))
+    assert tuple(gx.shape) == x.shape and backends.namespace_name(gx) == backend.name
+    for name, param in model.named_parameters():
+        expected = twin.get_parameter(name).grad.numpy()
+        np.testing.assert_array_equal(backend.to_numpy(param.grad), expected, err_msg=name)
+    for key, value in twin.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[key], value.numpy(), err_msg=key)

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from array_api_compat import device
+
 from xcnn import backends
 from xcnn.backends import array_namespace
 
@@ -117,8 +119,12 @@ def _check(label: str, x: Any, **per_channel: Any) -> None:
 
 
 def check_batch(label: str, shape: tuple[int, ...]) -> None:
-    """Raise unless a channel has more than one value (batch statistics need two)."""
-    if values_per_channel(shape) <= 1:
+    """Raise when a channel has exactly one value (batch statistics need two).
+
+    An empty batch (no values at all) passes, as in PyTorch: its output is empty and the
+    running statistics stay as they are.
+    """
+    if values_per_channel(shape) == 1:
         raise ValueError(
             f"{label}: expected more than 1 value per channel when training, got input "
             f"shape {tuple(shape)}"
@@ -170,6 +176,13 @@ def batch_norm_train(
     _check(label, x, gamma=gamma, beta=beta)
     check_batch(label, tuple(x.shape))
     xp = array_namespace(x)
+    channels = (x.shape[1],)
+    if values_per_channel(tuple(x.shape)) == 0:
+        # An empty batch, as torch: an empty output, no statistics to learn from (the
+        # update below leaves the running ones as they are).
+        zeros = xp.zeros(channels, dtype=x.dtype, device=device(x))
+        cache = BatchNormCache(xp.zeros_like(x), zeros + 1.0, zeros, zeros + 1.0)
+        return _affine(cache.x_hat, gamma, beta), cache
     axes = _axes(x)
     mean = xp.mean(x, axis=axes, keepdims=True)
     x_hat = x - mean
@@ -177,7 +190,6 @@ def batch_norm_train(
     inv_std = 1.0 / xp.sqrt(var + eps)
     # In place on arrays made here: full-size passes and allocations are the cost.
     x_hat *= inv_std
-    channels = (x.shape[1],)
     cache = BatchNormCache(
         x_hat,
         xp.reshape(inv_std, channels),
@@ -220,7 +232,8 @@ def batch_norm_backward(
     gbeta = xp.sum(grad_output, axis=axes)
     ggamma = xp.sum(grad_output * x_hat, axis=axes)
     scale = cache.inv_std if gamma is None else gamma * cache.inv_std
-    per_value = 1.0 / values_per_channel(tuple(x_hat.shape))
+    # max: an empty batch has nothing to spread (gx is empty, ggamma and gbeta are 0).
+    per_value = 1.0 / max(values_per_channel(tuple(x_hat.shape)), 1)
     # gx = scale * (gy - x_hat * ggamma/M - gbeta/M), one allocation, in-place passes.
     gx = x_hat * _per_channel(-ggamma * per_value, ndim)
     gx += grad_output
@@ -325,6 +338,8 @@ def batch_norm_update_running(
     running_mean, running_var : array, shape (C,)
     """
     m = values_per_channel(tuple(cache.x_hat.shape))
+    if m == 0:  # an empty batch moves nothing, as in torch
+        return running_mean, running_var
     unbiased = cache.var * (m / (m - 1))
     keep = 1.0 - momentum
     return (
