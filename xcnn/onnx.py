@@ -44,7 +44,14 @@ from xcnn.autograd.function import Function
 from xcnn.nn import containers
 from xcnn.nn import functional as F
 from xcnn.nn.module import Module
-from xcnn.ops._geometry import pair
+from xcnn.ops._geometry import (
+    PoolGeometry,
+    adaptive_bins,
+    adaptive_size,
+    avg_pool_divisors,
+    pair,
+    pool_geometry,
+)
 
 __all__ = ["DEFAULT_OPSET", "UnsupportedOperationError", "export"]
 
@@ -173,7 +180,21 @@ def export(
                 f"({call.function.__module__}.{call.function.__qualname__}), called in "
                 f"{call.where}, has no ONNX translation; supported: {_supported()}"
             )
-    second = _trace(model, [_other_input(x, dynamic_batch) for x in inputs], names)
+    others = [_other_input(x, dynamic_batch) for x in inputs]
+    try:
+        second = _trace(model, others, names)
+    except (ValueError, TypeError, IndexError) as error:
+        if not dynamic_batch:
+            raise
+        # The usual cause: dimension 0 is not a batch, e.g. an unbatched (C, H, W) image
+        # whose channels grew by one.
+        raise ValueError(
+            "export: the model's forward failed on a second input with one more row in "
+            f"dimension 0 (shape {tuple(others[0].shape)}, the example's is "
+            f"{tuple(inputs[0].shape)}), traced to find the batch dimension: {error}. If "
+            "dimension 0 of the input is not a batch (an unbatched (C, H, W) image), pass "
+            "dynamic_batch=False"
+        ) from error
     _compare(first, second, needed)
 
     graph = _Graph(onnx, opset, names.arrays)
@@ -740,28 +761,102 @@ def _linear(n: _Node) -> None:
         n.emit("Relu", [out])
 
 
-def _pool_attrs(n: _Node) -> dict[str, Any]:
-    kernel = pair(n.get("kernel_size"), "kernel_size")
-    stride = kernel if n.get("stride") is None else pair(n.get("stride"), "stride")
-    ph, pw = pair(n.get("padding"), "padding")
-    return {"kernel_shape": list(kernel), "strides": list(stride), "pads": [ph, pw, ph, pw]}
+def _pad2d(n: _Node) -> None:
+    """``F.Pad2d`` (the extra bottom/right row or column of ``padding="same"``): a constant
+    Pad of the last two axes."""
+    rank = len(n.shape("x"))
+    (top, left), (bottom, right) = (pair(n.get(s), s) for s in ("before", "after"))
+    pads = [0] * (rank - 2) + [top, left] + [0] * (rank - 2) + [bottom, right]
+    value = n.graph.constant(np.asarray(float(n.get("value")), dtype=n.dtype), "pad_value")
+    n.emit("Pad", [n.name("x"), n.graph.ints(pads), value], mode="constant")
+
+
+def _pool_attrs(n: _Node, geometry: PoolGeometry) -> dict[str, Any]:
+    """Kernel, strides and pads of a pooling window. ``ceil_mode`` is spelt as extra
+    bottom/right padding (``eh``/``ew``, which reach just the last window) with ONNX's
+    floor rule: ONNX Runtime drops a last window that starts in the right padding, as
+    PyTorch does, but ONNX's shape inference and older runtimes keep it."""
+    g = geometry
+    return {
+        "kernel_shape": [g.kh, g.kw],
+        "strides": [g.sh, g.sw],
+        "pads": [g.ph, g.pw, g.ph + g.eh, g.pw + g.ew],
+    }
+
+
+def _pool_geometry(n: _Node) -> PoolGeometry:
+    return pool_geometry(
+        _op_name(n.call.function),
+        n.shape("x"),
+        n.get("kernel_size"),
+        n.get("stride"),
+        n.get("padding"),
+        bool(n.get("ceil_mode")),
+    )
 
 
 def _max_pool2d(n: _Node) -> None:
+    # MaxPool ignores padded values however many there are, so ceil_mode's extra is exact.
+    attrs = _pool_attrs(n, _pool_geometry(n))
     if n.get("relu"):  # the ReLU that Sequential fused into the layer
-        pooled = n.graph.node("MaxPool", [n.name("x")], **_pool_attrs(n))
+        pooled = n.graph.node("MaxPool", [n.name("x")], **attrs)
         n.emit("Relu", [pooled])
     else:
-        n.emit("MaxPool", [n.name("x")], **_pool_attrs(n))
+        n.emit("MaxPool", [n.name("x")], **attrs)
 
 
 def _avg_pool2d(n: _Node) -> None:
-    # xcnn counts the zero padding in the divisor, as PyTorch's default.
-    n.emit("AveragePool", [n.name("x")], count_include_pad=1, **_pool_attrs(n))
+    """AveragePool where its divisor is PyTorch's; otherwise the window sums (an
+    AveragePool counting the padding, times the kernel area) over each window's divisor.
+
+    ``count_include_pad=False`` excludes all padding, ceil_mode's extra included, as
+    PyTorch does. ``count_include_pad=True`` counts the padding but, in PyTorch, not what
+    a ceil_mode window hangs past it, and ``divisor_override`` replaces the divisor: both
+    take the sums, scaled by a constant (one number, or one per output position).
+    """
+    g = _pool_geometry(n)
+    attrs = _pool_attrs(n, g)
+    count_include_pad, divisor = bool(n.get("count_include_pad")), n.get("divisor_override")
+    if divisor is None and (not count_include_pad or not (g.eh or g.ew)):
+        n.emit("AveragePool", [n.name("x")], count_include_pad=int(count_include_pad), **attrs)
+        return
+    area = g.kh * g.kw
+    if divisor is not None:
+        scale = np.asarray(area / divisor, dtype=n.dtype)
+    else:
+        h, w = n.shape("x")[2:]
+        rows = avg_pool_divisors(h, g.kh, g.sh, g.ph, g.oh, True)
+        cols = avg_pool_divisors(w, g.kw, g.sw, g.pw, g.ow, True)
+        scale = (area / np.outer(rows, cols)).astype(n.dtype)
+    mean = n.graph.node("AveragePool", [n.name("x")], count_include_pad=1, **attrs)
+    n.emit("Mul", [mean, n.graph.constant(scale, "avg_pool_scale")])
 
 
 def _adaptive_avg_pool2d(n: _Node) -> None:
-    n.emit("GlobalAveragePool", [n.name("x")])  # the only output size xcnn has is 1
+    """GlobalAveragePool to 1x1; AveragePool when the output size divides the input's
+    (equal bins, no overlap); otherwise PyTorch's bins as constant averaging matrices,
+    ``y = A_h @ x @ A_w^T`` (the input's H and W are fixed in the graph, so are they)."""
+    _, _, h, w = n.shape("x")
+    oh, ow = adaptive_size(_op_name(n.call.function), n.get("output_size"))
+    oh, ow = (h if oh is None else oh), (w if ow is None else ow)  # None keeps the input's
+    x = n.name("x")
+    if (oh, ow) == (1, 1):
+        n.emit("GlobalAveragePool", [x])
+    elif h % oh == 0 and w % ow == 0:
+        kernel = [h // oh, w // ow]
+        n.emit("AveragePool", [x], kernel_shape=kernel, strides=kernel)
+    else:
+        rows = n.graph.constant(_averaging_matrix(h, oh, n.dtype), "adaptive_rows")
+        cols = n.graph.constant(_averaging_matrix(w, ow, n.dtype).T, "adaptive_cols")
+        n.emit("MatMul", [rows, n.graph.node("MatMul", [x, cols])])
+
+
+def _averaging_matrix(size: int, out: int, dtype: Any) -> np.ndarray:
+    """``A (out, size)``: row ``i`` is ``1/len`` on adaptive bin ``i``, 0 elsewhere."""
+    matrix = np.zeros((out, size), dtype=dtype)
+    for i, (start, end) in enumerate(adaptive_bins(size, out)):
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
 
 
 def _channel_parameter(n: _Node, name: str, fill: float) -> str:
@@ -935,6 +1030,7 @@ def _stack(n: _Node) -> None:
 
 _TRANSLATIONS: dict[type, Callable[[_Node], None]] = {
     F.Conv2d: _conv2d,
+    F.Pad2d: _pad2d,
     F.Linear: _linear,
     F.ReLU: _elementwise("Relu", "x"),
     F.Sigmoid: _elementwise("Sigmoid", "x"),
