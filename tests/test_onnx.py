@@ -3,16 +3,20 @@ xcnn's eval-mode outputs, at another batch size than the one traced."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import xcnn
 import xcnn.nn.functional as F
-from xcnn import models, nn
+from xcnn import backends, models, nn
 from xcnn.autograd import Function
 from xcnn.nn.module import Module
+from xcnn.ops._geometry import pool_output_size
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'xcnn[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the test extra)")
@@ -315,3 +319,153 @@ def test_missing_onnx_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match=r"pip install 'xcnn\[onnx\]'"):
         xcnn.onnx.export(nn.Linear(4, 2, rng=0), np.ones((2, 4), np.float32), tmp_path / "m.onnx")
+
+
+# -- PyTorch's conv and pooling options: padding strings, ceil_mode, divisors, adaptive
+# sizes, unbatched input, empty batches ------------------------------------------------------
+
+NUMPY = backends.get("numpy")
+HYPOTHESIS = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+def _ops(proto):
+    return [node.op_type for node in proto.graph.node]
+
+
+def test_ceil_mode_on_every_small_geometry(rng, tmp_path):
+    """Every (size, kernel, stride, padding) up to 7/3/3/1 where ceil_mode changes the
+    output: ONNX Runtime must keep PyTorch's rule (the last window starts inside the input
+    or its left padding) and its divisors (count the padding, not the overhang past it)."""
+    dropped = overhang = 0
+    for size, k, s in itertools.product(range(1, 8), range(1, 4), range(1, 4)):
+        for p in range(k // 2 + 1):
+            if size + 2 * p < k:
+                continue
+            naive = -(-(size + 2 * p - k) // s) + 1  # ONNX shape inference's ceil
+            out = pool_output_size(size, k, s, p, ceil_mode=True)
+            if naive == pool_output_size(size, k, s, p, ceil_mode=False):
+                continue  # ceil_mode changes nothing
+            dropped += naive > out
+            overhang += (out - 1) * s + k > size + 2 * p
+            for layer in (
+                nn.MaxPool2d(k, s, p, ceil_mode=True),
+                nn.AvgPool2d(k, s, p, ceil_mode=True),
+                nn.AvgPool2d(k, s, p, ceil_mode=True, count_include_pad=False),
+            ):
+                _export_and_compare(NUMPY, layer, (2, size, size + 1), rng, tmp_path)
+    assert dropped > 0 and overhang > 0  # both tricky cases were among them
+
+
+@st.composite
+def pool_options(draw):
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    size = tuple(
+        draw(st.integers(max(1, k - 2 * p), k - 2 * p + 6))
+        for k, p in zip(kernel, padding, strict=True)
+    )
+    options = {"stride": stride, "padding": padding, "ceil_mode": draw(st.booleans())}
+    layer = draw(st.sampled_from(["MaxPool2d", "AvgPool2d"]))
+    if layer == "AvgPool2d":
+        options["count_include_pad"] = draw(st.booleans())
+        options["divisor_override"] = draw(st.sampled_from([None, None, 1, 3, -2]))
+    return layer, kernel, options, size
+
+
+@HYPOTHESIS
+@given(case=pool_options(), opset=st.sampled_from([13, 17, 21]))
+def test_pooling_layers_with_every_option(backend, rng, tmp_path, case, opset):
+    layer, kernel, options, size = case
+    model = nn.Sequential(getattr(nn, layer)(kernel, **options), nn.ReLU())  # ReLU: fused
+    _export_and_compare(backend, model, (3, *size), rng, tmp_path, opset=opset)
+
+
+@pytest.mark.parametrize(
+    ("output_size", "size", "op"),
+    [
+        (1, (5, 7), "GlobalAveragePool"),
+        ((1, 1), (4, 4), "GlobalAveragePool"),
+        (2, (6, 4), "AveragePool"),  # equal bins
+        ((3, None), (9, 5), "AveragePool"),
+        (3, (7, 5), "MatMul"),  # overlapping bins
+        ((None, 3), (4, 7), "MatMul"),
+        ((4, 2), (3, 5), "MatMul"),  # more outputs than input rows
+    ],
+)
+def test_adaptive_average_pooling_to_any_size(backend, rng, tmp_path, output_size, size, op):
+    model = nn.Sequential(nn.Conv2d(2, 3, 1, rng=0), nn.AdaptiveAvgPool2d(output_size))
+    proto = _export_and_compare(backend, model, (2, *size), rng, tmp_path)
+    assert op in _ops(proto)
+
+
+@pytest.mark.parametrize(("kernel", "dilation"), [(3, 1), (2, 1), ((4, 1), 1), ((2, 3), 2)])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_conv_padding_strings(backend, rng, tmp_path, kernel, dilation, padding):
+    model = nn.Conv2d(2, 3, kernel, padding=padding, dilation=dilation, rng=0)
+    proto = _export_and_compare(backend, model, (2, 7, 6), rng, tmp_path)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    # An odd total padding (even dilated kernel) puts the extra row/column last: a Pad.
+    odd = padding == "same" and (dilation * (kh - 1) % 2 or dilation * (kw - 1) % 2)
+    assert ("Pad" in _ops(proto)) == bool(odd)
+
+
+class PadValue(nn.Module):
+    def forward(self, x):
+        return F.Pad2d.apply(x, (1, 0), (2, 3), 1.5)
+
+
+def test_pad_with_a_value(backend, rng, tmp_path):
+    _export_and_compare(backend, PadValue(), (2, 3, 4), rng, tmp_path)
+
+
+def _options_model():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 4, padding="same", rng=0),
+        nn.ReLU(),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+        nn.AvgPool2d(2, 1, 1, divisor_override=3),
+        nn.AdaptiveAvgPool2d((2, None)),
+    )
+
+
+def test_unbatched_input_with_a_fixed_shape(rng, tmp_path):
+    model = _options_model()
+    x = rng.standard_normal((3, 9, 7)).astype(np.float32)
+    proto = xcnn.onnx.export(model, x, tmp_path / "m.onnx", dynamic_batch=False)
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [3, 9, 7]
+    x = rng.standard_normal((3, 9, 7)).astype(np.float32)
+    (got,) = _run(tmp_path / "m.onnx", [x])
+    want = model.eval()(xcnn.Tensor(x)).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def test_unbatched_input_with_a_dynamic_batch_is_refused(tmp_path):
+    model = _options_model()
+    x = np.ones((3, 9, 7), np.float32)
+    with pytest.raises(
+        ValueError,
+        match=r"failed on a second input with one more row in dimension 0 \(shape \(4, 9, 7\).*"
+        r"expected input with 3 channels.*pass dynamic_batch=False",
+    ):
+        xcnn.onnx.export(model, x, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_batch(rng, tmp_path):
+    model = _options_model()
+    proto = xcnn.onnx.export(model, np.zeros((0, 3, 9, 7), np.float32), tmp_path / "m.onnx")
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    model.eval()
+    for n in (0, 4):
+        x = rng.standard_normal((n, 3, 9, 7)).astype(np.float32)
+        (got,) = _run(tmp_path / "m.onnx", [x])
+        want = model(xcnn.Tensor(x)).numpy()
+        assert got.shape == want.shape and got.shape[0] == n
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)

@@ -90,9 +90,13 @@ def export(
         Any model whose forward uses xcnn's layers, ``xcnn.nn.functional`` and Tensor
         operations (arithmetic with broadcasting, ``@``, ``xcnn.cat``/``stack``,
         indexing, ``reshape``/``permute``, ``sum``/``mean``/``max``, ``exp``/``log``/
-        ``sqrt``/``abs``/``clamp``, ``float``/``double``).
+        ``sqrt``/``abs``/``clamp``, ``float``/``double``). Every option of the conv and
+        pooling layers exports: ``padding="same"``, ``ceil_mode``, ``count_include_pad``,
+        ``divisor_override``, adaptive pooling to any size (the input's H and W are
+        fixed in the graph).
     example_input : array or Tensor, or a tuple of them
         One batch (the model's backend and dtype); a tuple for a model with several inputs.
+        An unbatched ``(C, H, W)`` example exports with ``dynamic_batch=False``.
     path : str or os.PathLike
         The ``.onnx`` file to write (parent folders are created).
     input_names, output_names : sequence of str
@@ -117,7 +121,9 @@ def export(
         training, a user's own ``Function``, a module with a hand-written backward).
     ValueError
         Bad names or opset; a value computed outside xcnn's operations that changes with
-        the input; a shape that depends on the batch in a way ONNX cannot express.
+        the input; a shape that depends on the batch in a way ONNX cannot express; a
+        forward that fails on an input with one more row (``dynamic_batch`` with an
+        input that has no batch dimension).
     ImportError
         ``onnx`` is not installed.
 
