@@ -780,8 +780,9 @@ def _pad2d(n: _Node) -> None:
 def _pool_attrs(n: _Node, geometry: PoolGeometry) -> dict[str, Any]:
     """Kernel, strides and pads of a pooling window. ``ceil_mode`` is spelt as extra
     bottom/right padding (``eh``/``ew``, which reach just the last window) with ONNX's
-    floor rule: ONNX Runtime drops a last window that starts in the right padding, as
-    PyTorch does, but ONNX's shape inference and older runtimes keep it."""
+    floor rule, not as ONNX's ``ceil_mode``: ONNX Runtime (1.32) drops a last window that
+    would start in the right padding, as PyTorch and the ONNX spec do, but onnx's shape
+    inference (1.23) keeps it, so ``check_model`` would refuse the graph."""
     g = geometry
     return {
         "kernel_shape": [g.kh, g.kw],
