@@ -187,7 +187,9 @@ class Optimizer:
                 # The usual gradient passes three identity/equality tests; the full
                 # check (and its messages) runs only when one fails.
                 if grad is not None and not (
-                    type(grad) is type(data) and grad.dtype == data.dtype and grad.shape == data.shape
+                    type(grad) is type(data)
+                    and grad.dtype == data.dtype
+                    and grad.shape == data.shape
                 ):
                     self._check_grad(param, index)
                 index += 1

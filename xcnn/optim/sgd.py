@@ -119,7 +119,8 @@ class SGD(Optimizer):
                     buf = xp.asarray(grad, copy=True)  # a copy: updates never alias .grad
                 else:
                     buf *= momentum
-                    buf += (1.0 - dampening) * grad
+                    # 1.0 * grad is grad exactly: skipping it saves a pass and an array.
+                    buf += grad if dampening == 0 else (1.0 - dampening) * grad
                 state["momentum_buffer"] = buf
                 grad = grad + momentum * buf if nesterov else buf
             param.data -= lr * grad
