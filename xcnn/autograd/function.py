@@ -89,7 +89,8 @@ class Context:
         # in-place write to that input before backward is caught (outputs are
         # matched in Function.apply, once they exist). One dict of the inputs' arrays
         # instead of a scan of the inputs per saved array.
-        owners = {id(t.data): t for t in self._inputs}
+        # reversed: where two inputs share an array, the first one owns it, as before.
+        owners = {id(t.data): t for t in reversed(self._inputs)}
         versions = []
         for array in arrays:
             owner = owners.get(id(array))
@@ -212,14 +213,19 @@ class Function:
         out = cls.forward(ctx, *arrays, **params)
         ctx._inputs = ()
         single = not isinstance(out, tuple)
-        outputs = (out,) if single else out
-        skip = ctx.__dict__.get("_non_differentiable", ())
-        wrapped = tuple(
-            Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, ctx, i)
-            for i, o in enumerate(outputs)
-        )
-        xp = _namespace(outputs[0])
-        ctx.output_meta = tuple((tuple(o.shape), o.dtype, xp) for o in outputs)
+        xp = _namespace(out if single else out[0])
+        if single and "_non_differentiable" not in ctx.__dict__:
+            # One differentiable output, the usual case, without the loops below.
+            wrapped = (Tensor._wrap(out, ctx, 0),)
+            ctx.output_meta = ((tuple(out.shape), out.dtype, xp),)
+        else:
+            outputs = (out,) if single else out
+            skip = ctx.__dict__.get("_non_differentiable", ())
+            wrapped = tuple(
+                Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, ctx, i)
+                for i, o in enumerate(outputs)
+            )
+            ctx.output_meta = tuple((tuple(o.shape), o.dtype, xp) for o in outputs)
         ctx.sequence = next(_sequence)
         edges = []
         meta = []
@@ -310,7 +316,7 @@ def _match_saved_outputs(ctx: Context, outputs: tuple[Any, ...]) -> None:
         if versions[index] is not None or array is None:
             continue
         if owners is None:
-            owners = {id(t.data): t for t in outputs}
+            owners = {id(t.data): t for t in reversed(outputs)}
         owner = owners.get(id(array))
         if owner is not None:
             # A weak reference: a strong one would make output -> node -> output a cycle.

@@ -6,7 +6,9 @@ step counts) and the plumbing every optimizer needs: ``step`` / ``zero_grad``
 and a pickle-free ``state_dict`` / ``load_state_dict``.
 
 Subclasses implement only ``_update(param, grad, state, group, xp)``, which
-updates ``param.data`` in place from ``grad`` using the arrays in ``state``.
+updates ``param.data`` in place from ``grad`` using the arrays in ``state``, or
+``_update_group(group, params, grads, states)``, the same for all the parameters of
+a group at once (SGD: hyperparameters read once a step, not once a parameter).
 
 Why state is created lazily: an optimizer is usually built right after the
 model, and the model may then be moved with ``model.to("cupy")``. State is
@@ -223,8 +225,8 @@ class Optimizer:
     ) -> None:
         """Update the parameters of one group that have a gradient (``_update`` on each).
 
-        Subclasses may override it to read the group's hyperparameters once for all
-        its parameters; the update of each element must stay what ``_update`` does.
+        Subclasses may override it instead of ``_update``, to read the group's
+        hyperparameters once for all its parameters.
         """
         for param, grad, state in zip(params, grads, states, strict=True):
             self._update(param, grad, state, group, array_namespace(param.data))

@@ -98,7 +98,7 @@ class SGD(Optimizer):
         grads: list[Any],
         states: list[dict[str, Any]],
     ) -> None:
-        # The group's hyperparameters read once, the same update as _update per parameter.
+        # The group's hyperparameters read once for all its parameters.
         # float() keeps a NumPy float64 hyperparameter from promoting float32 arrays.
         lr = float(group["lr"])
         momentum = float(group["momentum"])
@@ -124,25 +124,3 @@ class SGD(Optimizer):
                 state["momentum_buffer"] = buf
                 grad = grad + momentum * buf if nesterov else buf
             param.data -= lr * grad
-
-    def _update(
-        self, param: Parameter, grad: Any, state: dict[str, Any], group: dict[str, Any], xp: Any
-    ) -> None:
-        # float() keeps a NumPy float64 hyperparameter from promoting float32 arrays.
-        lr = float(group["lr"])
-        momentum = float(group["momentum"])
-        dampening = float(group["dampening"])
-        weight_decay = float(group["weight_decay"])
-
-        if weight_decay != 0:
-            grad = grad + weight_decay * param.data  # a new array: param.grad stays untouched
-        if momentum != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = xp.asarray(grad, copy=True)  # a copy, so later updates never alias .grad
-            else:
-                buf *= momentum
-                buf += (1.0 - dampening) * grad
-            state["momentum_buffer"] = buf
-            grad = grad + momentum * buf if group["nesterov"] else buf
-        param.data -= lr * grad
