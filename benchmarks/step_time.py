@@ -2,9 +2,12 @@
 
     python benchmarks/step_time.py BATCH {layer|graph} [THREADS]
 
-Prints the median over 7 blocks of 30 steps (after 30 warm-up steps) and the page
-faults a step. Run it alternately against two checkouts (``PYTHONPATH=<worktree>``)
-to compare them: separate processes, so each gets a fresh allocator and thread pool.
+Prints the median over 7 blocks of 30 steps (after 30 warm-up steps), in wall-clock
+time and in this process's CPU time (``time.process_time``, all its threads: on a
+machine that others share, the steadier of the two at one thread, with
+``OPENBLAS_NUM_THREADS=1``), and the page faults a step. Run it alternately against
+two checkouts (``PYTHONPATH=<worktree>``) to compare them: separate processes, so each
+gets a fresh allocator and thread pool.
 """
 
 from __future__ import annotations
@@ -50,17 +53,18 @@ def main() -> None:
         xcnn.set_num_threads(int(sys.argv[3]))
     for _ in range(30):
         step()
-    times = []
+    times, cpu_times = [], []
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(7):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(30):
             step()
         times.append((time.perf_counter() - start) / 30 * 1e3)
+        cpu_times.append((time.process_time() - cpu_start) / 30 * 1e3)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     print(
         f"{mode:6s} b{batch}: {statistics.median(times):.2f} ms/step, "
-        f"{faults / 210:.0f} faults/step"
+        f"{statistics.median(cpu_times):.2f} ms CPU/step, {faults / 210:.0f} faults/step"
     )
 
 
