@@ -61,17 +61,25 @@ if command -v nvidia-smi >/dev/null 2>&1; then
     GPU_NAME=$(timeout 30 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
 fi
 # import cupy succeeds without a GPU: ask the runtime for its devices.
-CUPY_DEVICES=$(timeout 120 "$PY" -c \
-    "import cupy; print(cupy.cuda.runtime.getDeviceCount())" 2>/dev/null | tail -n 1)
+CUPY_DEVICES=$(timeout 120 "$PY" -c "
+try:
+    import cupy
+except ImportError:
+    print('none (CuPy not importable)')
+else:
+    try:
+        print(cupy.cuda.runtime.getDeviceCount())
+    except Exception as error:
+        print(f'none ({type(error).__name__}: {error})')
+" 2>/dev/null | tail -n 1)
 TORCH_CUDA=$(timeout 120 "$PY" -c \
     "import torch; print(torch.cuda.is_available())" 2>/dev/null | tail -n 1)
 HAVE_GPU=0
-if [ -n "$GPU_NAME" ] && [ "${CUPY_DEVICES:-0}" != "0" ] && [ -n "$CUPY_DEVICES" ] \
-    && [ "$TORCH_CUDA" = "True" ]; then
+if [ -n "$GPU_NAME" ] && [[ "$CUPY_DEVICES" =~ ^[1-9][0-9]*$ ]] && [ "$TORCH_CUDA" = "True" ]; then
     HAVE_GPU=1
 fi
 say "python: $PY ($("$PY" --version 2>&1)); GPU: ${GPU_NAME:-none}; CuPy devices:" \
-    "${CUPY_DEVICES:-CuPy not importable}; torch CUDA: ${TORCH_CUDA:-torch not importable}"
+    "${CUPY_DEVICES:-none (the probe failed)}; torch CUDA: ${TORCH_CUDA:-torch not importable}"
 if [ "$HAVE_GPU" -eq 0 ]; then
     if [ "$DRY" -eq 0 ]; then
         say "no usable GPU here (needs nvidia-smi, CuPy with a device and CUDA PyTorch);" \
@@ -89,8 +97,15 @@ shopt -s nullglob
 WHEELS=("$ROOT"/wheels/*.whl)
 shopt -u nullglob
 if [ "${#WHEELS[@]}" -gt 0 ]; then
-    step 120 install-wheels "$PY" -m pip install --no-deps --no-index --no-compile \
-        --disable-pip-version-check --target "$SITE" "${WHEELS[@]}"
+    if ! step 120 install-wheels "$PY" -m pip install --no-deps --no-index --no-compile \
+        --disable-pip-version-check --target "$SITE" "${WHEELS[@]}"; then
+        # Without pip, a wheel is a zip of what goes into site-packages: unpack it there.
+        say "pip could not install the wheels; unpacking them into $SITE instead"
+        FAILED=("${FAILED[@]:0:${#FAILED[@]}-1}")  # the unpacking decides instead
+        for wheel in "${WHEELS[@]}"; do
+            "$PY" -m zipfile -e "$wheel" "$SITE" || FAILED+=("unpack $(basename "$wheel")")
+        done
+    fi
 else
     say "no wheels/ folder: packages missing from this Python stay missing" \
         "(bash benchmarks/fetch_gpu_wheels.sh fetches them where there is network)"
@@ -99,7 +114,8 @@ if step 120 install-xcnn "$PY" -m pip install --no-deps --no-index --no-build-is
     --no-compile --disable-pip-version-check --target "$SITE" "$ROOT"; then
     export PYTHONPATH=$SITE
 else
-    say "installing xcnn failed (no setuptools in this Python?); using the working tree"
+    say "installing xcnn failed (no pip or setuptools in this Python?); using the working tree"
+    FAILED=("${FAILED[@]:0:${#FAILED[@]}-1}")  # the same code, imported from the tree
     export PYTHONPATH=$SITE:$ROOT
 fi
 step 60 imports "$PY" -c "import xcnn, array_api_compat, safetensors, threadpoolctl, tqdm
