@@ -177,3 +177,30 @@ def test_lenet5_learns(backend):
                 break
     first, last = np.mean(losses[:20]), np.mean(losses[-20:])
     assert last < first / 2, (first, last)
+
+
+def test_resnet20_folds_batchnorm_in_eval_and_matches_torch(backend, rng):
+    """model.eval() alone makes every convolution + batch norm pair run as one
+    convolution; the logits stay torch's after training moved the statistics."""
+    model = models.resnet20(rng=3)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    crit = nn.CrossEntropyLoss()
+    x = backend.asarray(rng.random((4, 3, 32, 32), dtype=np.float32))
+    y = backend.asarray(rng.integers(0, 10, 4))
+    for _ in range(2):
+        opt.zero_grad()
+        crit(model(x), y)
+        model.backward(crit.backward())
+        opt.step()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 21  # the stem's, two per block, two projection shortcuts
+    calls = []
+    for bn in bns:
+        bn.forward = lambda t, bn=bn: calls.append(bn) or type(bn).forward(bn, t)
+    model.eval()
+    logits = backend.to_numpy(model(x))
+    assert calls == []  # every batch norm was folded into its convolution
+    twin = to_torch(model).eval()
+    with torch.no_grad():
+        want = twin(torch.from_numpy(backend.to_numpy(x))).numpy()
+    np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)

@@ -159,14 +159,14 @@ def _basic_block(
         nn.ReLU(),
         nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, rng=g, dtype=dtype),
         nn.BatchNorm2d(out_channels, dtype=dtype),
-    )
+    ).fold_batchnorm(0, 3)
     shortcut = None
     if stride != 1 or in_channels != out_channels:
         # Projection shortcut ("option B"): a strided 1x1 convolution matches the shape.
         shortcut = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 1, stride, bias=False, rng=g, dtype=dtype),
             nn.BatchNorm2d(out_channels, dtype=dtype),
-        )
+        ).fold_batchnorm(0)
     return nn.Sequential(nn.Residual(body, shortcut), nn.ReLU())
 
 
@@ -182,6 +182,10 @@ def resnet20(
     A 3x3 stem with 16 channels, then three stages of three basic blocks with
     16, 32 and 64 channels (the second and third stages start with stride 2),
     global average pooling and a linear classifier: 19 convolutions + 1 linear.
+
+    Each convolution declares the batch norm after it as foldable
+    (``Sequential.fold_batchnorm``): in eval mode without gradients the pair runs as
+    one convolution; ``model.eval()`` is all it takes.
     """
     g = backends.host_rng(rng)
     layers: list[nn.Module] = [
@@ -200,7 +204,7 @@ def resnet20(
         nn.Flatten(),
         nn.Linear(64, num_classes, rng=g, dtype=dtype),
     ]
-    return _input_layer_needs_no_grad(nn.Sequential(*layers))
+    return _input_layer_needs_no_grad(nn.Sequential(*layers).fold_batchnorm(0))
 
 
 def _input_layer_needs_no_grad(model: nn.Sequential) -> nn.Sequential:
