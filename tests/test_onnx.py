@@ -104,6 +104,23 @@ def test_fused_sequential_steps_become_their_onnx_ops(rng, tmp_path):
     )
 
 
+def test_folded_batch_norm_pairs_export_as_two_nodes_with_their_state_dict_names(rng, tmp_path):
+    # resnet20 folds its declared conv + batch norm pairs in eval mode; the export keeps
+    # them apart, so every parameter and running statistic is an initializer by its key.
+    model = models.resnet20(rng=0)
+    _randomize_batch_norms(model, rng)
+    proto = xcnn.onnx.export(model, np.zeros((2, 3, 12, 12), np.float32), tmp_path / "m.onnx")
+    ops = [node.op_type for node in proto.graph.node]
+    assert ops.count("Conv") == ops.count("BatchNormalization") == 21
+    state = model.state_dict()
+    initializers = {i.name: i for i in proto.graph.initializer}
+    floats = {key for key, value in state.items() if value.dtype.kind == "f"}
+    assert floats <= set(initializers)
+    key = "3.0.block.4.running_var"
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(initializers[key]), state[key])
+    assert model.training  # the mode the model had before the export
+
+
 class TwoBranch(nn.Module):
     """examples/custom_model.py's two-branch model, with more Tensor arithmetic."""
 
