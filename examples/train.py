@@ -7,6 +7,7 @@
         --data-dir /usr/share/datasets/fashion-mnist --epochs 10 --optimizer adam
     mpiexec -n 2 python examples/train.py --distributed   # data-parallel on 2 ranks
     python examples/train.py --dataset folder --data-dir my_images   # your own images
+    python examples/train.py --dataset sample --report report/   # PNGs of data and network
 
 ``--dataset folder`` reads class sub-folders of images (:class:`xcnn.data.ImageFolder`):
 ``DIR/train`` and ``DIR/test`` (or ``DIR/val``) when both exist, else all of ``DIR``
@@ -94,6 +95,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--plot", type=Path, default=None, help="write loss/accuracy PNG here")
     parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="after training, write PNGs of samples, filters, feature maps, confusion "
+        "matrix, worst errors and history into DIR",
+    )
+    parser.add_argument(
+        "--export-onnx",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write the trained model here as ONNX (needs pip install 'xcnn[onnx]')",
+    )
+    parser.add_argument(
         "--summary", action="store_true", help="print the model's layers, shapes and sizes first"
     )
     parser.add_argument(
@@ -103,6 +119,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="array backend (default: $XCNN_BACKEND, else numpy)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mixing = parser.add_mutually_exclusive_group()
+    mixing.add_argument(
+        "--mixup", type=positive_float, default=None, metavar="ALPHA", help="MixUp(alpha=ALPHA)"
+    )
+    mixing.add_argument(
+        "--cutmix", type=positive_float, default=None, metavar="ALPHA", help="CutMix(alpha=ALPHA)"
+    )
     parser.add_argument(
         "--distributed",
         action="store_true",
@@ -170,6 +193,75 @@ def load_folder(root: Path, seed: int, say) -> tuple[data.ArrayDataset, data.Arr
     return subset(train_idx, "train"), subset(test_idx, "held-out test")
 
 
+def load_data(
+    dataset: str, data_dir: Path | None, seed: int, say
+) -> tuple[data.ArrayDataset, data.ArrayDataset]:
+    """Train and test sets of ``dataset``; offline, the bundled sample for both (said once)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", data.SampleFallbackWarning)
+        if dataset == "folder":
+            train_set, test_set = load_folder(data_dir, seed, say)
+        else:
+            train_set = data.load_dataset(dataset, root=data_dir, train=True)
+            if isinstance(train_set, data.FashionMNISTSample):  # fell back: test on it too
+                test_set = data.FashionMNISTSample(train=False)
+            else:
+                test_set = data.load_dataset(dataset, root=data_dir, train=False)
+    for notice in caught:
+        say(f"notice: {notice.message}", file=sys.stderr)
+    return train_set, test_set
+
+
+def make_transforms(dataset: str, channels: int, seed: int) -> tuple:
+    """``(train transform, eval transform)`` for the data actually loaded (each may be None).
+
+    Offline, cifar10 falls back to the 1x28x28 sample, which gets none.
+    """
+    if not (dataset == "cifar10" and channels == 3):
+        return None, None
+    transform = data.transforms.Compose(
+        [
+            data.transforms.RandomCrop(32, padding=4, rng=seed + 1),
+            data.transforms.RandomHorizontalFlip(rng=seed + 2),
+            data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+        ]
+    )
+    return transform, data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)
+
+
+def model_kwargs(model: str, train_set: data.ArrayDataset) -> dict:
+    """The builder's arguments that ``train_set`` decides (all but ``rng``)."""
+    channels, height, width = train_set.images.shape[1:]
+    kwargs = {"in_channels": int(channels), "num_classes": train_set.num_classes}
+    if model in SIZED:
+        if width != height:
+            raise ValueError(
+                f"{model} takes square images, got {height}x{width} "
+                "(HxW); resize them or choose --model resnet20"
+            )
+        kwargs["input_size"] = int(height)
+    return kwargs
+
+
+def checkpoint_meta(model: str, kwargs: dict, train_set: data.ArrayDataset, normalize) -> dict:
+    """What examples/predict.py reads from a checkpoint to rebuild and feed the model.
+
+    ``classes`` (label i is ``classes[i]``), ``model_name`` (a builder in ``xcnn.models``),
+    ``model_args`` (its arguments but ``rng``), ``input_shape`` ``[C, H, W]``, and
+    ``normalize``: ``{"mean": [...], "std": [...]}`` applied after scaling to [0, 1],
+    or ``None``.
+    """
+    return {
+        "classes": list(train_set.classes),
+        "model_name": model,
+        "model_args": dict(kwargs),
+        "input_shape": [int(n) for n in train_set.images.shape[1:]],
+        "normalize": None
+        if normalize is None
+        else {"mean": list(normalize.mean), "std": list(normalize.std)},
+    }
+
+
 def quiet(*args, **kwargs) -> None:
     """``print`` for the ranks that do not print."""
 
@@ -188,47 +280,28 @@ def main(argv: list[str] | None = None) -> int:
         xcnn.set_num_threads(args.threads)
     xcnn.manual_seed(args.seed)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", data.SampleFallbackWarning)
-        if args.dataset == "folder":
-            train_set, test_set = load_folder(args.data_dir, args.seed, say)
-        else:
-            train_set = data.load_dataset(args.dataset, root=args.data_dir, train=True)
-            if isinstance(train_set, data.FashionMNISTSample):  # fell back: test on it too
-                test_set = data.FashionMNISTSample(train=False)
-            else:
-                test_set = data.load_dataset(args.dataset, root=args.data_dir, train=False)
-    for notice in caught:
-        say(f"notice: {notice.message}", file=sys.stderr)
+    train_set, test_set = load_data(args.dataset, args.data_dir, args.seed, say)
     channels, height = train_set.images.shape[1], train_set.images.shape[2]
-
-    # Chosen from the data actually loaded: offline, cifar10 falls back to the 1x28x28 sample.
-    is_cifar = args.dataset == "cifar10" and channels == 3
-    transform = None
-    if is_cifar:
-        transform = data.transforms.Compose(
-            [
-                data.transforms.RandomCrop(32, padding=4, rng=args.seed + 1),
-                data.transforms.RandomHorizontalFlip(rng=args.seed + 2),
-                data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD),
-            ]
-        )
+    transform, eval_transform = make_transforms(args.dataset, channels, args.seed)
+    # MixUp / CutMix mix images and labels: the loader then yields class probabilities.
+    mix, classes = None, train_set.num_classes
+    if args.mixup is not None:
+        mix = data.transforms.MixUp(alpha=args.mixup, num_classes=classes, rng=args.seed + 3)
+    elif args.cutmix is not None:
+        mix = data.transforms.CutMix(alpha=args.cutmix, num_classes=classes, rng=args.seed + 3)
     train_loader = data.DataLoader(
-        train_set, args.batch_size, shuffle=True, seed=args.seed, transform=transform
+        train_set,
+        args.batch_size,
+        shuffle=True,
+        seed=args.seed,
+        transform=transform,
+        batch_transform=mix,
     )
-    eval_transform = data.transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD) if is_cifar else None
     # Unpadded shards: each test image is counted once, so the accuracy is exact.
     test_loader = data.DataLoader(test_set, 1000, transform=eval_transform, even_shards=False)
 
-    kwargs = {"rng": args.seed, "in_channels": channels, "num_classes": train_set.num_classes}
-    if args.model in SIZED:
-        if train_set.images.shape[3] != height:
-            raise ValueError(
-                f"{args.model} takes square images, got {height}x{train_set.images.shape[3]} "
-                "(HxW); resize them or choose --model resnet20"
-            )
-        kwargs["input_size"] = height
-    model = MODELS[args.model](**kwargs)
+    kwargs = model_kwargs(args.model, train_set)
+    model = MODELS[args.model](rng=args.seed, **kwargs)
     if args.summary and is_main:
         xcnn.summary(model, (channels, height, train_set.images.shape[3]))
     if args.distributed:
@@ -258,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         val_loader=test_loader,
         scheduler=scheduler,
         checkpoint=args.checkpoint,
+        checkpoint_meta=checkpoint_meta(args.model, kwargs, train_set, eval_transform),
         resume=args.resume,
         progress=not args.no_progress,
         verbose=True,  # the per-epoch line is printed even without the progress bar
@@ -265,8 +339,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None and is_main:
         xcnn.plot_history(history, args.plot)
         say(f"plot written to {args.plot}")
+    if args.report is not None and is_main:
+        for path in xcnn.plot.report(
+            model, train_set, test_set, history, args.report, transform=eval_transform
+        ).values():
+            say(f"report written to {path}")
     result = xcnn.evaluate(model, test_loader)
     say(f"trained in {time.perf_counter() - start:.1f} s")
+    if args.export_onnx is not None and is_main:
+        # Traced on two test images; the file runs at any batch size.
+        images, _ = next(iter(test_loader))
+        xcnn.onnx.export(getattr(model, "module", model), images[:2, ...], args.export_onnx)
+        say(f"ONNX model written to {args.export_onnx}")
     say(f"test accuracy: {result['accuracy']:.4f}")
     return 0
 
@@ -274,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
 def settings(args: argparse.Namespace) -> dict:
     """The options that every rank must share (paths and display may differ)."""
     names = ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "seed", "backend")
+    names += ("mixup", "cutmix")
     return {name: getattr(args, name) for name in names}
 
 

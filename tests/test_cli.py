@@ -57,6 +57,24 @@ def test_one_epoch_run_prints_epoch_line_accuracy_plot_and_checkpoint(tiny_mnist
     assert sum(line.startswith("epoch ") for line in resumed.stdout.splitlines()) == 1
 
 
+def test_report_writes_six_pictures_after_training_on_the_sample(tmp_path):
+    pytest.importorskip("matplotlib", reason="--report needs matplotlib: pip install 'xcnn[plot]'")
+    import matplotlib.image
+
+    folder = tmp_path / "report"
+    out = run("--dataset", "sample", "--epochs", "1", "--batch-size", "128", "--no-progress",
+              "--report", str(folder))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    kinds = ("samples", "filters", "feature_maps", "confusion_matrix", "worst_errors", "history")
+    printed = [line for line in out.stdout.splitlines() if line.startswith("report written to ")]
+    assert printed == [f"report written to {folder / kind}.png" for kind in kinds]
+    for kind in kinds:
+        image = matplotlib.image.imread(folder / f"{kind}.png")
+        assert image.shape[0] >= 100 and image.shape[1] >= 400
+        assert image[..., :3].std() > 0.05, kind  # drawn, not a blank canvas
+    assert out.stdout.strip().splitlines()[-1].startswith("test accuracy: ")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -233,3 +251,54 @@ def test_summary_prints_the_model_table_before_training(tiny_mnist):
     assert re.search(r"Conv2d: 1-1\s+\[1, 6, 28, 28\]\s+156", text), text
     assert text.index("Total params") < text.index("epoch 1/1")
     assert text.strip().splitlines()[-1].startswith("test accuracy: ")
+
+
+def test_export_onnx_writes_a_model_with_the_printed_accuracy(tiny_mnist, tmp_path):
+    pytest.importorskip("onnx", reason="onnx is not installed (pip install 'xcnn[onnx]')")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from xcnn import data
+
+    path = tmp_path / "lenet5.onnx"
+    out = run(
+        "--dataset", "mnist", "--data-dir", str(tiny_mnist), "--epochs", "1",
+        "--batch-size", "16", "--no-progress", "--export-onnx", str(path),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"ONNX model written to {path}" in out.stdout
+    accuracy = float(out.stdout.strip().splitlines()[-1].split(": ")[1])
+    # ONNX Runtime classifies the whole test set (one batch of 64, traced at 2) as xcnn did.
+    test_set = data.load_dataset("mnist", root=tiny_mnist, train=False)
+    images, labels = next(iter(data.DataLoader(test_set, len(test_set))))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": np.asarray(images)})
+    assert logits.shape == (len(test_set), 10)
+    assert round(float(np.mean(logits.argmax(1) == np.asarray(labels))), 4) == accuracy
+
+
+@pytest.mark.parametrize("flag", ["--mixup", "--cutmix"])
+def test_mixup_and_cutmix_train_and_resume(tiny_mnist, tmp_path, flag):
+    ckpt = tmp_path / "run.ckpt"
+    common = ("--dataset", "mnist", "--data-dir", str(tiny_mnist), "--batch-size", "16")
+    common += ("--no-progress", "--checkpoint", str(ckpt), flag, "0.4")
+    out = run(*common, "--epochs", "2")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert sum(line.startswith("epoch ") for line in lines) == 2, out.stdout
+    assert float(lines[-1].split(": ")[1]) > 0.2  # chance is 0.1
+    resumed = run(*common, "--epochs", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sum(line.startswith("epoch 3/3") for line in resumed.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mixup", "0"], "argument --mixup: expected a positive finite number, got 0"),
+        (["--cutmix", "-1"], "argument --cutmix: expected a positive finite number"),
+        (["--mixup", "1", "--cutmix", "1"], "argument --cutmix: not allowed with argument --mixup"),
+    ],
+)
+def test_bad_mixing_arguments_exit_with_a_clear_message(args, message):
+    out = run(*args)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert message in out.stderr, out.stderr

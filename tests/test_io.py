@@ -560,3 +560,20 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         os.umask(umask)
     for name in ("model.ckpt", "history.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_read_metadata_without_a_model_equals_what_load_returns(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 2, rng=0))
+    path = xcnn.save(tmp_path / "m.ckpt", model, epoch=4, classes=["a", "b"], input_shape=[3])
+    meta = xcnn.io.read_metadata(path)
+    assert meta == xcnn.load(path, nn.Sequential(nn.Linear(3, 2)))
+    assert meta["classes"] == ["a", "b"] and meta["epoch"] == 4
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        xcnn.io.read_metadata(tmp_path / "none.ckpt")
+    with safe_open(path, framework="numpy") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        header = handle.metadata()
+    header["xcnn"] = header["xcnn"].replace('"a"', '"z"')  # the digest no longer matches
+    save_file(tensors, tmp_path / "edited.ckpt", metadata=header)
+    with pytest.raises(ValueError, match="does not match its SHA-256 checksum"):
+        xcnn.io.read_metadata(tmp_path / "edited.ckpt")

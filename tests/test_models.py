@@ -82,6 +82,45 @@ def test_resnet20_matches_torch(backend, rng):
             np.testing.assert_allclose(value, t_state[name].numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("builder", "activation"),
+    [(models.lenet5, name) for name in sorted(models.ACTIVATIONS)] + [(models.simple_cnn, "tanh")],
+)
+def test_activation_and_batch_norm_options_match_torch(backend, rng, builder, activation):
+    """Batch norm before every hidden activation, hidden layers then without bias."""
+    model = builder(rng=3, activation=activation, batch_norm=True)
+    kinds = [type(m).__name__ for m in model]
+    assert kinds.count("BatchNorm2d") == 2
+    assert kinds.count("BatchNorm1d") == (2 if builder is models.lenet5 else 1)
+    act = type(models.ACTIVATIONS[activation]()).__name__
+    for i, kind in enumerate(kinds):
+        if kind.startswith("BatchNorm"):
+            assert kinds[i + 1] == act and model[i - 1].bias is None
+    assert model[len(model) - 1].bias is not None  # the classifier keeps its bias
+    x = rng.random((8, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 8)
+    if builder is models.simple_cnn:
+        model.eval()  # dropout's masks differ from torch's; eval mode compares the rest
+        twin = to_torch(model).eval()
+        np.testing.assert_allclose(
+            backend.to_numpy(model(backend.asarray(x))),
+            twin(torch.from_numpy(x)).detach().numpy(),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    else:
+        _compare_with_torch(backend, model, x, y, rtol=1e-3, atol=1e-4)
+
+
+def test_activation_option_defaults_keep_the_weights_and_unknown_names_are_refused():
+    plain, relu = models.lenet5(rng=4), models.lenet5(rng=4, activation="relu", batch_norm=False)
+    assert all(np.array_equal(v, relu.state_dict()[k]) for k, v in plain.state_dict().items())
+    with pytest.raises(ValueError, match=r"lenet5: unknown activation 'gelu'; choose one of relu"):
+        models.lenet5(activation="gelu")
+    with pytest.raises(ValueError, match=r"simple_cnn: unknown activation 'elu'"):
+        models.simple_cnn(activation="elu")
+
+
 @pytest.mark.parametrize("builder", [models.lenet5, models.simple_cnn, models.resnet20])
 def test_first_layer_skips_the_input_gradient(backend, builder):
     """Only the input layer skips it: every later conv must still pass its gradient on."""
@@ -138,3 +177,30 @@ def test_lenet5_learns(backend):
                 break
     first, last = np.mean(losses[:20]), np.mean(losses[-20:])
     assert last < first / 2, (first, last)
+
+
+def test_resnet20_folds_batchnorm_in_eval_and_matches_torch(backend, rng):
+    """model.eval() alone makes every convolution + batch norm pair run as one
+    convolution; the logits stay torch's after training moved the statistics."""
+    model = models.resnet20(rng=3)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    crit = nn.CrossEntropyLoss()
+    x = backend.asarray(rng.random((4, 3, 32, 32), dtype=np.float32))
+    y = backend.asarray(rng.integers(0, 10, 4))
+    for _ in range(2):
+        opt.zero_grad()
+        crit(model(x), y)
+        model.backward(crit.backward())
+        opt.step()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 21  # the stem's, two per block, two projection shortcuts
+    calls = []
+    for bn in bns:
+        bn.forward = lambda t, bn=bn: calls.append(bn) or type(bn).forward(bn, t)
+    model.eval()
+    logits = backend.to_numpy(model(x))
+    assert calls == []  # every batch norm was folded into its convolution
+    twin = to_torch(model).eval()
+    with torch.no_grad():
+        want = twin(torch.from_numpy(backend.to_numpy(x))).numpy()
+    np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)

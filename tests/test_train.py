@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import xcnn
+import xcnn.io
 from xcnn import backends, data, nn, optim
 from xcnn.train import History, TrainingDiverged
 
@@ -571,3 +572,24 @@ def test_fit_on_two_ranks(tmp_path):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--on-ranks"]:
         on_ranks(Path(sys.argv[2]))
+
+
+def test_checkpoint_meta_is_saved_every_epoch_and_reserved_names_are_refused(tmp_path):
+    model, opt, sched, loader = setup()
+    meta = {"classes": ["a", "b", "c"], "input_shape": [1, 4, 4], "normalize": None}
+    ckpt = tmp_path / "run.ckpt"
+    seen = []
+
+    def after_epoch(epoch, history):
+        seen.append(xcnn.io.read_metadata(ckpt))
+
+    xcnn.fit(model, nn.CrossEntropyLoss(), opt, loader, 2, scheduler=sched, checkpoint=ckpt,
+             progress=False, callbacks=[after_epoch], checkpoint_meta=meta)  # fmt: skip
+    assert [m["epoch"] for m in seen] == [1, 2]
+    assert all({k: m[k] for k in meta} == meta for m in seen)
+    for name in ("model", "epoch", "history", "xcnn_version"):
+        with pytest.raises(
+            ValueError, match=rf"checkpoint_meta may not use the names \['{name}'\]"
+        ):
+            xcnn.fit(model, nn.CrossEntropyLoss(), opt, loader, 1, checkpoint=ckpt,
+                     progress=False, checkpoint_meta={name: 1})  # fmt: skip

@@ -38,8 +38,10 @@ __all__ = [
     "manual_seed",
     "models",
     "nn",
+    "onnx",
     "ops",
     "optim",
+    "plot",
     "plot_history",
     "save",
     "set_num_threads",
@@ -48,7 +50,18 @@ __all__ = [
     "TrainingDiverged",
 ]
 
-_SUBMODULES = {"autograd", "data", "distributed", "models", "nn", "ops", "optim", "testing"}
+_SUBMODULES = {
+    "autograd",
+    "data",
+    "distributed",
+    "models",
+    "nn",
+    "onnx",
+    "ops",
+    "optim",
+    "plot",
+    "testing",
+}
 _FUNCTIONS = {
     "Tensor": "xcnn.autograd",
     "cat": "xcnn.autograd",

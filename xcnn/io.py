@@ -55,7 +55,7 @@ from safetensors.numpy import save_file
 from xcnn import backends
 from xcnn._atomic import atomic_write
 
-__all__ = ["atomic_write", "load", "save"]
+__all__ = ["atomic_write", "load", "read_metadata", "save"]
 
 #: Bumped when the layout of the metadata changes incompatibly (2: SHA-256 digests).
 FORMAT_VERSION = 2
@@ -357,6 +357,53 @@ def load(
     return contents.meta
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a checkpoint written by :func:`save`, without loading it into a model.
+
+    What a reader needs before it can build the model to :func:`load` into: the
+    ``**meta`` given to :func:`save` (or ``checkpoint_meta`` given to
+    :func:`xcnn.fit`). The file's checksums are verified as by :func:`load`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A checkpoint file.
+
+    Returns
+    -------
+    dict
+        As :func:`load` returns: the ``**meta``, plus ``"epoch"``, ``"step"``,
+        ``"history"`` and ``"xcnn_version"``.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        ``path`` does not exist or is a directory.
+    ValueError
+        Not an xcnn checkpoint, corrupt, or of another format version.
+
+    Examples
+    --------
+    >>> import os, tempfile, xcnn
+    >>> from xcnn import nn
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> _ = xcnn.save(path, nn.Sequential(nn.Linear(4, 2)), classes=["cat", "dog"])
+    >>> xcnn.io.read_metadata(path)["classes"]
+    ['cat', 'dog']
+    """
+    path = Path(path)
+    where = f"checkpoint {str(path)!r}"
+    _check_regular_file(path, where)
+    text, tensors = _read(path, where)
+    try:
+        blob = _parse(text, where)
+        _split_tensors(tensors, blob, where)
+        _check_layout(blob, where)
+    except _UNFORESEEN as error:
+        raise ValueError(f"{where} has malformed xcnn metadata ({error!r})") from None
+    return _meta(blob)
+
+
 #: What a malformed entry that the checks in _validate did not foresee could raise.
 _UNFORESEEN = (KeyError, TypeError, AttributeError, IndexError, OverflowError, RecursionError)
 
@@ -504,14 +551,20 @@ def _validate(
             _conform(state, target.state_dict(), what, label, where)
             setattr(contents, what, state)
 
-    contents.meta = dict(blob["config"])
-    contents.meta.update(
+    contents.meta = _meta(blob)
+    return contents
+
+
+def _meta(blob: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`load` returns: the user's ``**meta`` and the run's counters."""
+    meta = dict(blob["config"])
+    meta.update(
         epoch=blob["epoch"],
         step=blob["step"],
         history=blob["history"],
         xcnn_version=blob["xcnn_version"],
     )
-    return contents
+    return meta
 
 
 def _parse(text: str, where: str) -> dict[str, Any]:

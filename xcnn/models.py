@@ -27,6 +27,7 @@ from xcnn.nn import functional as F
 from xcnn.ops import output_size
 
 __all__ = [
+    "ACTIVATIONS",
     "BasicBlock",
     "ResNet",
     "SEBlock",
@@ -43,6 +44,8 @@ def lenet5(
     in_channels: int = 1,
     *,
     input_size: int = 28,
+    activation: str = "relu",
+    batch_norm: bool = False,
     rng: Any = None,
     dtype: str = "float32",
 ) -> nn.Sequential:
@@ -57,6 +60,12 @@ def lenet5(
     num_classes, in_channels : int
     input_size : int
         Height (= width) of the input images: 28 for MNIST, 32 for CIFAR-10.
+    activation : {"relu", "leaky_relu", "sigmoid", "tanh"}, default "relu"
+        The nonlinearity after every hidden layer (LeCun's original used a scaled tanh).
+    batch_norm : bool, default False
+        Put a batch norm between each hidden layer and its activation
+        (``BatchNorm2d`` after the convolutions, ``BatchNorm1d`` after the hidden
+        linear layers); those layers then have no bias, which the norm would cancel.
 
     Returns
     -------
@@ -67,21 +76,43 @@ def lenet5(
     side = output_size(output_size(input_size, 5, 1, 2) // 2, 5, 1, 0) // 2
     if side < 1:
         raise ValueError(f"lenet5: input_size {input_size} is too small (needs at least 12)")
+    act = _activation("lenet5", activation)
+    block = _hidden_block(batch_norm, act, dtype)
     model = nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5, padding=2, rng=g, dtype=dtype),
-        nn.ReLU(),
+        *block(nn.Conv2d(in_channels, 6, 5, padding=2, bias=not batch_norm, rng=g, dtype=dtype)),
         nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5, rng=g, dtype=dtype),
-        nn.ReLU(),
+        *block(nn.Conv2d(6, 16, 5, bias=not batch_norm, rng=g, dtype=dtype)),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(16 * side * side, 120, rng=g, dtype=dtype),
-        nn.ReLU(),
-        nn.Linear(120, 84, rng=g, dtype=dtype),
-        nn.ReLU(),
+        *block(nn.Linear(16 * side * side, 120, bias=not batch_norm, rng=g, dtype=dtype)),
+        *block(nn.Linear(120, 84, bias=not batch_norm, rng=g, dtype=dtype)),
         nn.Linear(84, num_classes, rng=g, dtype=dtype),
     )
     return _input_layer_needs_no_grad(model)
+
+
+#: The activations ``lenet5`` and ``simple_cnn`` take by name.
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+def _activation(builder: str, name: str) -> type[nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ValueError(
+            f"{builder}: unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}"
+        )
+    return ACTIVATIONS[name]
+
+
+def _hidden_block(batch_norm: bool, act: type[nn.Module], dtype: str) -> Any:
+    """``block(layer)``: ``[layer, act]``, or ``[layer, BatchNorm, act]`` with batch norm."""
+
+    def block(layer: nn.Module) -> list[nn.Module]:
+        if not batch_norm:
+            return [layer, act()]
+        norm = nn.BatchNorm2d if isinstance(layer, nn.Conv2d) else nn.BatchNorm1d
+        return [layer, norm(layer.weight.shape[0], dtype=dtype), act()]
+
+    return block
 
 
 def simple_cnn(
@@ -89,6 +120,8 @@ def simple_cnn(
     in_channels: int = 1,
     *,
     input_size: int = 28,
+    activation: str = "relu",
+    batch_norm: bool = False,
     rng: Any = None,
     dtype: str = "float32",
 ) -> nn.Sequential:
@@ -96,21 +129,20 @@ def simple_cnn(
 
     Convolutions are 3x3 with padding 1, so each pool halves the side:
     28 -> 14 -> 7, giving 64 * 7 * 7 = 3136 features into the 512-unit layer.
+    ``activation`` and ``batch_norm`` as for :func:`lenet5`.
     """
     g = backends.host_rng(rng)
     side = input_size // 2 // 2
     if side < 1:
         raise ValueError(f"simple_cnn: input_size {input_size} is too small (needs at least 4)")
+    block = _hidden_block(batch_norm, _activation("simple_cnn", activation), dtype)
     model = nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, padding=1, rng=g, dtype=dtype),
-        nn.ReLU(),
+        *block(nn.Conv2d(in_channels, 32, 3, padding=1, bias=not batch_norm, rng=g, dtype=dtype)),
         nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1, rng=g, dtype=dtype),
-        nn.ReLU(),
+        *block(nn.Conv2d(32, 64, 3, padding=1, bias=not batch_norm, rng=g, dtype=dtype)),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(64 * side * side, 512, rng=g, dtype=dtype),
-        nn.ReLU(),
+        *block(nn.Linear(64 * side * side, 512, bias=not batch_norm, rng=g, dtype=dtype)),
         nn.Dropout(0.5, rng=g),
         nn.Linear(512, num_classes, rng=g, dtype=dtype),
     )
@@ -127,14 +159,14 @@ def _basic_block(
         nn.ReLU(),
         nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, rng=g, dtype=dtype),
         nn.BatchNorm2d(out_channels, dtype=dtype),
-    )
+    ).fold_batchnorm(0, 3)
     shortcut = None
     if stride != 1 or in_channels != out_channels:
         # Projection shortcut ("option B"): a strided 1x1 convolution matches the shape.
         shortcut = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 1, stride, bias=False, rng=g, dtype=dtype),
             nn.BatchNorm2d(out_channels, dtype=dtype),
-        )
+        ).fold_batchnorm(0)
     return nn.Sequential(nn.Residual(body, shortcut), nn.ReLU())
 
 
@@ -150,6 +182,10 @@ def resnet20(
     A 3x3 stem with 16 channels, then three stages of three basic blocks with
     16, 32 and 64 channels (the second and third stages start with stride 2),
     global average pooling and a linear classifier: 19 convolutions + 1 linear.
+
+    Each convolution declares the batch norm after it as foldable
+    (``Sequential.fold_batchnorm``): in eval mode without gradients the pair runs as
+    one convolution; ``model.eval()`` is all it takes.
     """
     g = backends.host_rng(rng)
     layers: list[nn.Module] = [
@@ -168,7 +204,7 @@ def resnet20(
         nn.Flatten(),
         nn.Linear(64, num_classes, rng=g, dtype=dtype),
     ]
-    return _input_layer_needs_no_grad(nn.Sequential(*layers))
+    return _input_layer_needs_no_grad(nn.Sequential(*layers).fold_batchnorm(0))
 
 
 def _input_layer_needs_no_grad(model: nn.Sequential) -> nn.Sequential:

@@ -366,6 +366,7 @@ def fit(
     callbacks: Sequence[Callable[[int, History], Any]] | None = None,
     resume: bool = False,
     verbose: bool | None = None,
+    checkpoint_meta: dict[str, Any] | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs; return the per-epoch :class:`History`.
 
@@ -404,6 +405,11 @@ def fit(
         the next epoch. On NumPy the result equals an uninterrupted run bit for bit.
     verbose : bool, optional
         Print the line per epoch; defaults to ``progress``.
+    checkpoint_meta : dict, optional
+        JSON-able values saved in every checkpoint as :func:`xcnn.save`'s ``**meta``
+        and returned by :func:`xcnn.load`: what a reader needs to rebuild and use the
+        model, e.g. ``examples/train.py``'s class names, model name and arguments,
+        input shape and normalisation (read by ``examples/predict.py``).
 
     Returns
     -------
@@ -437,6 +443,15 @@ def fit(
         raise ValueError(f"xcnn.fit: log_interval must be a positive integer, got {log_interval!r}")
     if resume and checkpoint is None:
         raise ValueError("xcnn.fit: resume=True needs checkpoint=PATH to resume from")
+    checkpoint_meta = dict(checkpoint_meta or {})
+    # xcnn.save's own parameters and what load returns besides the meta.
+    reserved = {"path", "model", "optimizer", "scheduler", "loader", "epoch", "step", "history"}
+    reserved = sorted(set(checkpoint_meta) & (reserved | {"xcnn_version"}))
+    if reserved:
+        raise ValueError(
+            f"xcnn.fit: checkpoint_meta may not use the names {reserved}, which the "
+            "checkpoint itself holds; rename them"
+        )
     world = _world()
     main = world[1] == 0
     verbose = (progress if verbose is None else verbose) and main
@@ -489,7 +504,7 @@ def fit(
         history.append(**_from_main(world, row))
         if checkpoint is not None:
             state = {"loader": train_loader if loader_state else None, "epoch": epoch}
-            state |= {"step": step, "history": history}
+            state |= {"step": step, "history": history, **checkpoint_meta}
             if world[0] > 1:
                 from xcnn.distributed import save_checkpoint
 
@@ -674,55 +689,8 @@ def _is_terminal(stream: Any) -> bool:
 
 
 def plot_history(history: History | dict, path: str | os.PathLike) -> Path:
-    """Write a PNG with two panels, loss and accuracy per epoch, train vs validation.
+    """Write a PNG of loss and accuracy per epoch: :func:`xcnn.plot.history`, under its
+    older name (needs matplotlib: ``pip install 'xcnn[plot]'``)."""
+    from xcnn import plot
 
-    Needs matplotlib (``pip install 'xcnn[plot]'``). Drawn with the Agg canvas,
-    without pyplot, so the caller's matplotlib backend is left alone.
-
-    Parameters
-    ----------
-    history : History or dict
-        A :class:`History` or its :meth:`History.to_dict`.
-    path : str or os.PathLike
-        Where to write the PNG (atomically).
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-    """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-    except ImportError as error:
-        raise ImportError(
-            "xcnn.plot_history needs matplotlib, an optional extra: pip install 'xcnn[plot]'"
-        ) from error
-    if not isinstance(history, History):
-        history = History.from_dict(history)
-    data = history.to_dict()
-    if not data["epochs"]:
-        raise ValueError("xcnn.plot_history: the history has no epochs to plot")
-
-    figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 2)
-    epochs = data["epochs"]
-    for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
-        for split, label, style in (("train", "train", "o-"), ("val", "validation", "s--")):
-            values = [math.nan if v is None else v for v in data[f"{split}_{metric}"]]
-            if all(math.isnan(v) for v in values):
-                continue
-            ax.plot(epochs, values, style, label=label, markersize=4)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    png = buffer.getvalue()
-    return atomic_write(path, lambda tmp: tmp.write_bytes(png))
+    return plot.history(history, path)

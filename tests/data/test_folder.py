@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xcnn.data import ArrayDataset, DataLoader, FashionMNISTSample, ImageFolder, export_images
+from xcnn.data import (
+    ArrayDataset,
+    DataLoader,
+    FashionMNISTSample,
+    ImageFolder,
+    export_images,
+    read_images,
+)
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -160,6 +167,28 @@ def test_corrupt_image_is_named(tmp_path, damage):
         bad.write_bytes(bad.read_bytes()[:60])
     with pytest.raises(ValueError, match=r"cannot (read|decode).*bad\.png"):
         ImageFolder(tmp_path)
+
+
+def test_read_images_decodes_files_as_image_folder_does(tmp_path):
+    rng = np.random.default_rng(5)
+    save(tmp_path / "a" / "grey16.png", rng.integers(0, 65536, (9, 7)).astype(np.uint16))
+    save(tmp_path / "a" / "rgba.png", rng.integers(0, 256, (12, 10, 4)), mode="RGBA")
+    save(tmp_path / "b" / "rgb.jpg", rng.integers(0, 256, (9, 7, 3)), fmt="JPEG")
+    folder_grey = ImageFolder(tmp_path, size=(8, 6), grayscale=True)
+    paths = [path for path, _ in folder_grey.samples]
+    np.testing.assert_array_equal(
+        read_images(paths, size=(8, 6), grayscale=True), folder_grey.images
+    )
+    folder_rgb = ImageFolder(tmp_path, size=5)
+    np.testing.assert_array_equal(read_images(paths, size=5), folder_rgb.images)
+    assert folder_rgb.images.shape == (3, 3, 5, 5)
+    with pytest.raises(ValueError, match=r"read_images: images differ in size"):
+        read_images(paths)
+    with pytest.raises(FileNotFoundError, match=r"read_images: '.*missing\.png' does not exist"):
+        read_images([paths[0], tmp_path / "missing.png"])
+    (tmp_path / "bad.png").write_bytes(b"this is not a png")
+    with pytest.raises(ValueError, match=r"read_images: cannot read image '.*bad\.png'"):
+        read_images([tmp_path / "bad.png"])
 
 
 def test_transform_is_kept_for_the_loader_and_loader_and_fit_take_the_dataset(tmp_path):

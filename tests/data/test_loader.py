@@ -10,7 +10,7 @@ import pytest
 from xcnn import backends
 from xcnn.backends import _random
 from xcnn.data import ArrayDataset, DataLoader
-from xcnn.data.transforms import RandomHorizontalFlip
+from xcnn.data.transforms import Compose, MixUp, Normalize, RandomHorizontalFlip
 
 
 def toy(n: int = 10, channels: int = 1, size: int = 3) -> ArrayDataset:
@@ -209,6 +209,40 @@ def test_transform_runs_on_the_backend_batch(backend):
     x, _ = next(iter(DataLoader(toy(4), 4, transform=record)))
     assert seen == [backend.name]
     np.testing.assert_allclose(backend.to_numpy(x), toy(4).images / 255.0 * 2, rtol=1e-6)
+
+
+def test_batch_transform_runs_last_on_images_and_labels_and_resumes(backend):
+    ds = toy(11, channels=3, size=4)
+
+    def make(seed):
+        return DataLoader(
+            ds,
+            4,
+            shuffle=True,
+            seed=seed,
+            transform=Compose([RandomHorizontalFlip(rng=seed), Normalize(0.5, 0.5)]),
+            batch_transform=MixUp(alpha=1.0, num_classes=3, rng=seed + 1),
+        )
+
+    a = make(1)
+    x, y = next(iter(a))
+    assert x.dtype == backend.xp.float32 and y.dtype == backend.xp.float32 and y.shape == (4, 3)
+    assert backends.namespace_name(y) == backend.name
+    # MixUp saw the normalised batch: lam blends of values in [-1, 1], labels summing to one.
+    assert float(backend.xp.min(x)) >= -1.0 and float(backend.xp.max(x)) <= 1.0
+    np.testing.assert_allclose(backend.to_numpy(backend.xp.sum(y, axis=1)), 1.0, rtol=1e-6)
+    batches_as_host(a, backend)
+    state = json.loads(json.dumps(a.state_dict()))
+    assert set(state["batch_transform"]) == {"generator"} and set(state["transform"]) == {"0"}
+    expected = batches_as_host(a, backend)
+    b = make(40)
+    b.load_state_dict(state)
+    assert_same(batches_as_host(b, backend), expected)
+    # Without the batch transform's state the labels would differ: the equality is no accident.
+    c = make(40)
+    state.pop("batch_transform")
+    c.load_state_dict(state)
+    assert not np.array_equal(batches_as_host(c, backend)[0][1], expected[0][1])
 
 
 def test_bad_arguments():

@@ -270,3 +270,41 @@ def test_backward_before_forward_raises():
 def test_constructor_errors(kwargs, message):
     with pytest.raises(ValueError, match="BatchNorm2d: " + message):
         nn.BatchNorm2d(**kwargs)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    ("name", "shape"), [("BatchNorm2d", (0, 3, 4, 5)), ("BatchNorm1d", (0, 3))]
+)
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_empty_batch_in_training_matches_torch(backend, name, shape, momentum):
+    """torch returns an empty output, leaves the running statistics and counts the batch
+    (it raises only for a single value per channel); the gradients are empty and 0."""
+    layer = getattr(nn, name)(3, momentum=momentum)
+    twin = getattr(torch.nn, name)(3, momentum=momentum)
+    twin.load_state_dict(to_torch_state(layer))
+    tx = torch.zeros(shape, requires_grad=True)
+    ty = twin(tx)
+    y = layer(backend.asarray(np.zeros(shape, dtype=np.float32)))
+    assert tuple(y.shape) == tuple(ty.shape) == shape
+    ty.backward(torch.zeros(shape))
+    gx = layer.backward(backend.asarray(np.zeros(shape, dtype=np.float32)))
+    assert tuple(gx.shape) == shape and backends.namespace_name(gx) == backend.name
+    for key, value in twin.state_dict().items():
+        np.testing.assert_array_equal(layer.state_dict()[key], value.numpy(), err_msg=key)
+    np.testing.assert_array_equal(backend.to_numpy(layer.weight.grad), twin.weight.grad.numpy())
+    np.testing.assert_array_equal(backend.to_numpy(layer.bias.grad), twin.bias.grad.numpy())
+    # A following non-empty batch updates the statistics as torch does (momentum=None
+    # counts the empty batch too).
+    host = np.random.default_rng(0).standard_normal((4, *shape[1:])).astype(np.float32)
+    layer(backend.asarray(host))
+    twin(torch.from_numpy(host))
+    for key, value in twin.state_dict().items():
+        np.testing.assert_allclose(layer.state_dict()[key], value.numpy(), **TOL, err_msg=key)
+
+
+def test_batchnorm2d_refuses_unbatched_input_as_torch_does(backend):
+    with pytest.raises(ValueError, match=r"BatchNorm2d\(3\): expected 4-D \(N, C, H, W\) input"):
+        nn.BatchNorm2d(3)(backend.xp.zeros((3, 4, 4), dtype=backend.xp.float32))
+    with pytest.raises(ValueError, match=r"BatchNorm2d\(3\): expected more than 1 value"):
+        nn.BatchNorm2d(3)(backend.xp.zeros((1, 3, 1, 1), dtype=backend.xp.float32))

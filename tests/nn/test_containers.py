@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import xcnn
-from xcnn import nn
-from xcnn.testing import gradcheck
+from xcnn import backends, nn
+from xcnn.testing import gradcheck, to_torch
 
 
 class Scale(nn.Module):
@@ -265,3 +266,159 @@ def test_module_list_state_dict_keys_match_torch():
     t = xcnn.tensor(x, requires_grad=True)  # a forward of one's own trains through the graph
     net(t).sum().backward()
     assert net.blocks[0].weight.grad.shape == (3, 3)
+
+
+@pytest.mark.torch
+def test_empty_batch_through_a_model_matches_torch_layerwise(backend):
+    """N = 0 through conv, batch norm (training), activations, every pool and linear:
+    empty output and input gradient, parameter gradients 0, running statistics kept."""
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 2, padding="same", rng=0),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+        nn.AvgPool2d(2, 1, 1, count_include_pad=False),
+        nn.AdaptiveAvgPool2d((2, 3)),
+        nn.Flatten(),
+        nn.Linear(24, 5, rng=0),
+        nn.Tanh(),
+    )
+    twin = to_torch(model)
+    x = np.zeros((0, 2, 7, 6), dtype=np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = twin(tx)
+    y = model(backend.asarray(x))
+    assert tuple(y.shape) == tuple(ty.shape) == (0, 5)
+    ty.backward(torch.zeros(0, 5))
+    gx = model.backward(backend.asarray(np.zeros((0, 5), dtype=np.float32)))
+    assert tuple(gx.shape) == x.shape and backends.namespace_name(gx) == backend.name
+    for name, param in model.named_parameters():
+        expected = twin.get_parameter(name).grad.numpy()
+        np.testing.assert_array_equal(backend.to_numpy(param.grad), expected, err_msg=name)
+    for key, value in twin.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[key], value.numpy(), err_msg=key)
+
+
+# -- convolution + batch norm folded in eval mode ---------------------------------------
+
+
+def _conv_bn(backend, rng, *, bias: bool = True, affine: bool = True):
+    """A declared Conv2d + BatchNorm2d pair with running statistics and affine values far
+    from their initial 0/1, so that a fold that forgot one of them would show."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 5, 3, padding=1, bias=bias, rng=0),
+        nn.BatchNorm2d(5, affine=affine),
+        nn.ReLU(),
+    ).fold_batchnorm(0)
+    conv, bn = model[0], model[1]
+    state = {
+        "1.running_mean": rng.normal(size=5).astype(np.float32),
+        "1.running_var": rng.uniform(0.2, 3.0, size=5).astype(np.float32),
+    }
+    if affine:
+        state["1.weight"] = rng.uniform(0.5, 2.0, size=5).astype(np.float32)
+        state["1.bias"] = rng.normal(size=5).astype(np.float32)
+    model.load_state_dict(state, strict=False)
+    calls = []
+    unfolded = bn.forward
+
+    def counted(x):
+        calls.append(1)
+        return unfolded(x)
+
+    bn.forward = counted
+    return model, conv, bn, calls
+
+
+def _two_layers(conv, bn, x):
+    """The pair run one after the other (a direct call of each module never folds)."""
+    with xcnn.no_grad():
+        return nn.ReLU()(bn(conv(xcnn.Tensor(x)))).data
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_folded_pair_matches_the_two_layers(backend, rng, bias, affine):
+    model, conv, bn, calls = _conv_bn(backend, rng, bias=bias, affine=affine)
+    x = backend.asarray(rng.random((2, 3, 6, 6), dtype=np.float32))
+    model.eval()
+    got = model(x)
+    assert calls == []  # the batch norm layer did not run: the pair was folded
+    calls.clear()
+    want = _two_layers(conv, bn, x)
+    assert calls == [1]
+    assert xcnn.backends.namespace_name(got) == backend.name
+    # Float rounding apart (the fold multiplies the weights, not the activations).
+    np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), rtol=1e-4, atol=1e-5)
+
+
+def test_folding_happens_only_in_eval_without_gradients(backend, rng):
+    model, _, _, calls = _conv_bn(backend, rng)
+    x = rng.random((2, 3, 6, 6), dtype=np.float32)
+    model(backend.asarray(x))  # training mode: batch statistics
+    assert calls == [1]
+    model.eval()
+    calls.clear()
+    # Eval with a gradient wanted (a saliency map): the layers run as they are.
+    t = xcnn.Tensor(backend.asarray(x), requires_grad=True)
+    out = model(t)
+    assert calls == [1]
+    out.sum().backward()
+    assert t.grad is not None
+    calls.clear()
+    with xcnn.no_grad():
+        model(xcnn.Tensor(backend.asarray(x)))
+    assert calls == []
+
+
+def test_no_stale_fold_after_weights_or_statistics_change(backend, rng):
+    """The fold follows in-place updates, load_state_dict, optimizer steps and train()."""
+    model, conv, bn, _ = _conv_bn(backend, rng)
+    x = backend.asarray(rng.random((4, 3, 6, 6), dtype=np.float32))
+
+    def check():
+        np.testing.assert_allclose(
+            backend.to_numpy(model(x)),
+            backend.to_numpy(_two_layers(conv, bn, x)),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+
+    model.eval()
+    before = backend.to_numpy(model(x))
+    conv.weight.data *= 2.0  # in place: same array, same identity
+    check()
+    assert not np.allclose(backend.to_numpy(model(x)), before)
+    state = {k: v * 0.5 + 0.25 for k, v in model.state_dict().items() if "num_batches" not in k}
+    model.load_state_dict(state, strict=False)
+    check()
+    model.train()
+    opt = xcnn.optim.SGD(model.parameters(), lr=0.5)
+    model(x)  # moves the running statistics too
+    model.backward(backend.asarray(np.ones((4, 5, 6, 6), dtype=np.float32)))
+    opt.step()
+    model.eval()
+    check()
+
+
+def test_fold_batchnorm_refuses_pairs_that_cannot_fold():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4))
+    with pytest.raises(ValueError, match=r"index 1 must hold a Conv2d followed by a BatchNorm2d"):
+        model.fold_batchnorm(1)
+    with pytest.raises(ValueError, match=r"index 2 .* found BatchNorm2d"):
+        model.fold_batchnorm(2)
+    with pytest.raises(ValueError, match=r"index 0 .* found Conv2d, ReLU"):
+        model.fold_batchnorm(0)
+    wrong_width = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(5))
+    with pytest.raises(ValueError, match=r"of its out_channels"):
+        wrong_width.fold_batchnorm(0)
+
+
+def test_fold_keeps_state_dict_keys_and_input_errors(backend, rng):
+    folded, *_ = _conv_bn(backend, rng)
+    plain = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1, rng=0), nn.BatchNorm2d(5), nn.ReLU())
+    assert list(folded.state_dict()) == list(plain.state_dict())
+    folded.eval()
+    bad = backend.asarray(np.zeros((1, 4, 6, 6), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"Conv2d\(3->5\): expected input with 3 channels"):
+        folded(bad)

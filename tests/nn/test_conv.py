@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from xcnn import backends, nn
-from xcnn.testing import gradcheck
+from xcnn.testing import gradcheck, to_torch
 
 
 def _random_layer_config(rng):
@@ -200,8 +202,8 @@ def test_backward_before_forward(backend):
 def test_bad_inputs_are_explained(backend):
     xp = backend.xp
     layer = nn.Conv2d(3, 16, 5)
-    with pytest.raises(ValueError, match=r"Conv2d\(3->16\): expected a 4-D input .*\(3, 8, 8\)"):
-        layer(xp.zeros((3, 8, 8), dtype=xp.float32))
+    with pytest.raises(ValueError, match=r"Conv2d\(3->16\): expected a 3-D .* 4-D .*\(8, 8\)"):
+        layer(xp.zeros((8, 8), dtype=xp.float32))
     with pytest.raises(
         ValueError,
         match=r"Conv2d\(3->16\): expected input with 3 channels, got shape \(8, 1, 28, 28\)",
@@ -251,4 +253,90 @@ def test_non_int_sizes_are_refused(backend):
     with pytest.raises(TypeError, match=r"Conv2d\(3->6\): kernel_size must be an int or a pair"):
         nn.Conv2d(3, 6, (3, 3, 3))
     with pytest.raises(TypeError, match=r"Conv2d\(3->6\): padding must be an int or a pair"):
-        nn.Conv2d(3, 6, 3, padding="same")
+        nn.Conv2d(3, 6, 3, padding=(1, 1, 1))
+
+
+# -- padding="same" | "valid" and unbatched (C, H, W) input, layer-wise -------------------
+
+
+@st.composite
+def string_padding_layer(draw):
+    padding = draw(st.sampled_from(["same", "valid"]))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (1, 1) if padding == "same" else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    smallest = [
+        1 if padding == "same" else d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)
+    ]
+    size = [draw(st.integers(s, s + 4)) for s in smallest]
+    args = {
+        "in_channels": 2,
+        "out_channels": draw(st.integers(1, 3)),
+        "kernel_size": kernel,
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "bias": draw(st.booleans()),
+    }
+    lead = () if draw(st.booleans()) else (draw(st.integers(1, 2)),)
+    return args, (*lead, 2, *size)
+
+
+@pytest.mark.torch
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=string_padding_layer(), seed=st.integers(0, 2**16))
+def test_padding_strings_and_unbatched_match_torch_layerwise(backend, case, seed):
+    args, shape = case
+    rng = np.random.default_rng(seed)
+    layer = nn.Conv2d(**args, rng=rng)
+    twin = to_torch(layer)
+    assert twin.padding == args["padding"] == layer.padding  # kept as given, as torch does
+    host_x = rng.standard_normal(shape).astype(np.float32)
+    tx = torch.from_numpy(host_x).requires_grad_()
+    ty = twin(tx)
+    y = layer(backend.asarray(host_x))
+    host_gy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    gx = layer.backward(backend.asarray(host_gy))
+    ty.backward(torch.from_numpy(host_gy))
+    assert tuple(y.shape) == tuple(ty.shape) and tuple(gx.shape) == shape
+    if args["padding"] == "same":
+        assert tuple(y.shape[-2:]) == shape[-2:]
+    tol = {"rtol": 1e-4, "atol": 1e-5}
+    np.testing.assert_allclose(backend.to_numpy(y), ty.detach().numpy(), **tol)
+    np.testing.assert_allclose(backend.to_numpy(gx), tx.grad.numpy(), **tol)
+    got = {"weight": layer.weight.grad} | ({"bias": layer.bias.grad} if args["bias"] else {})
+    for name, grad in got.items():
+        expected = getattr(twin, name).grad.numpy()
+        np.testing.assert_allclose(backend.to_numpy(grad), expected, **tol, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shape"),
+    [
+        pytest.param({"kernel_size": (2, 4), "padding": "same", "dilation": (3, 1)}, (1, 2, 5, 4)),
+        pytest.param({"kernel_size": 3, "padding": "valid", "stride": 2}, (2, 6, 7)),
+        pytest.param({"kernel_size": 2, "padding": 1}, (2, 3, 3)),
+    ],
+)
+def test_gradcheck_padding_strings_and_unbatched(backend, rng, kwargs, shape):
+    layer = nn.Conv2d(2, 3, **kwargs, rng=rng, dtype="float64")
+    x = backend.asarray(rng.standard_normal(shape), dtype="float64")
+    assert gradcheck(layer, x, max_elements=40)
+
+
+def test_padding_strings_repr_and_refusals():
+    assert repr(nn.Conv2d(1, 2, 4, padding="same", rng=0)) == (
+        "Conv2d(1->2, kernel_size=(4, 4), padding='same')"
+    )
+    assert repr(nn.Conv2d(1, 2, 4, padding="valid", rng=0)) == (
+        "Conv2d(1->2, kernel_size=(4, 4), padding='valid')"
+    )
+    with pytest.raises(ValueError, match=r"Conv2d\(1->2\): padding='same' is not supported for"):
+        nn.Conv2d(1, 2, 3, stride=2, padding="same")
+    with pytest.raises(ValueError, match=r"Conv2d\(1->2\): padding='full' is not one of"):
+        nn.Conv2d(1, 2, 3, padding="full")
+    layer = nn.Conv2d(2, 2, 5, padding="valid", rng=0)
+    with pytest.raises(ValueError, match=r"Conv2d\(2->2\): input of spatial size \(4, 6\)"):
+        layer(np.zeros((2, 4, 6), dtype=np.float32))

@@ -642,7 +642,8 @@ def test_mixing_float32_with_float64_is_a_clear_error(backend, op, call, rng):
 
 
 CONV_SHAPES = {
-    "input_rank": ((3, 5, 5), (4, 3, 3, 3), {}, r"rank 4.*\(3, 5, 5\)"),
+    "input_rank": ((5, 5), (4, 3, 3, 3), {}, r"3-D \(C, H, W\) or 4-D .*\(5, 5\)"),
+    "unbatched_channels": ((2, 5, 5), (4, 3, 3, 3), {}, r"3 channels.*\(1, 2, 5, 5\)"),
     "weight_rank": ((2, 3, 5, 5), (4, 3, 3), {}, r"rank 4.*\(4, 3, 3\)"),
     "channels": ((2, 2, 5, 5), (4, 3, 3, 3), {}, r"3 channels.*\(2, 2, 5, 5\)"),
     "grouped_channels": ((2, 4, 5, 5), (4, 3, 3, 3), {"groups": 2}, r"6 channels.*groups=2"),
@@ -746,3 +747,284 @@ def test_batch_norm_running_stats_on_another_backend_is_a_clear_error(rng, train
     mean, var = strict.asarray(np.zeros(3)), strict.asarray(np.ones(3))
     with pytest.raises(TypeError, match=r"^batch_norm\w*: (?=.*numpy)(?=.*array_api_strict)"):
         F.batch_norm(x, mean, var, training=training)
+
+
+# -- PyTorch's remaining options: padding strings, ceil_mode, divisors, adaptive sizes,
+# unbatched (C, H, W) input ------------------------------------------------------------------
+
+
+@st.composite
+def conv_padding_geometry(draw):
+    padding = draw(st.sampled_from(["same", "valid"]))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))  # even kernels: asymmetric
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (1, 1) if padding == "same" else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    smallest = [
+        1 if padding == "same" else d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)
+    ]
+    size = [draw(st.integers(s, s + 4)) for s in smallest]
+    groups = draw(st.sampled_from([1, 1, 2]))
+    channels = groups * draw(st.integers(1, 2))
+    x_shape = (
+        (channels, *size) if draw(st.booleans()) else (draw(st.integers(1, 2)), channels, *size)
+    )
+    w_shape = (groups * draw(st.integers(1, 2)), channels // groups, *kernel)
+    params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    return x_shape, w_shape, draw(st.booleans()), params
+
+
+@dtypes
+@HYPOTHESIS
+@given(geometry=conv_padding_geometry(), seed=seeds)
+def test_conv2d_padding_strings_and_unbatched_match_torch(backend, dtype, geometry, seed):
+    x_shape, w_shape, bias, params = geometry
+    rng = np.random.default_rng(seed)
+    hosts = [rng.standard_normal(x_shape), rng.standard_normal(w_shape)]
+    if bias:
+        hosts.append(rng.standard_normal(w_shape[0]))
+    compare_with_torch(
+        backend,
+        lambda *a: F.conv2d(*a, **params),
+        lambda *a: TF.conv2d(*a, **params),
+        hosts,
+        dtype,
+    )
+
+
+@st.composite
+def pool_options(draw, op):
+    """A pooling geometry with PyTorch's options, and an input (possibly unbatched) for it."""
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    size = [draw(st.integers(max(1, k - 2 * p), 8)) for k, p in zip(kernel, padding, strict=True)]
+    lead = () if draw(st.booleans()) else (draw(st.integers(1, 2)),)
+    shape = (*lead, draw(st.integers(1, 2)), *size)
+    options = {"stride": stride, "padding": padding, "ceil_mode": draw(st.booleans())}
+    if op == "avg_pool2d":
+        options["count_include_pad"] = draw(st.booleans())
+        options["divisor_override"] = draw(st.sampled_from([None, None, 1, 3, -2]))
+    return shape, kernel, options
+
+
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
+@dtypes
+@settings(HYPOTHESIS, max_examples=25)
+@given(data=st.data(), seed=seeds)
+def test_pool_options_and_unbatched_match_torch(backend, op, dtype, data, seed):
+    shape, kernel, options = data.draw(pool_options(op))
+    host = np.random.default_rng(seed).standard_normal(shape)
+    compare_with_torch(
+        backend,
+        lambda x: getattr(F, op)(x, kernel, **options),
+        lambda x: getattr(TF, op)(x, kernel, **options),
+        [host],
+        dtype,
+    )
+
+
+def test_ceil_mode_sizes_and_divisors_match_torch_on_every_small_geometry():
+    """Every (size, kernel, stride, padding) up to 8/4/3/2 along one axis, ceil mode: the
+    output size (the last window must start inside the input or its left padding) and
+    each divisor (an input of ones shows it) of windows that hang past the padded input
+    (counted padding, but not the overhang, with count_include_pad)."""
+    checked_overhang = 0
+    for size in range(1, 9):
+        for k in range(1, 5):
+            for s in range(1, 4):
+                for p in range(k // 2 + 1):
+                    if size + 2 * p < k:
+                        continue
+                    host = np.ones((1, 1, size, 1))
+                    window = ((k, 1), (s, 1), (p, 0))
+                    expected = TF.max_pool2d(torch.from_numpy(host), *window, ceil_mode=True)
+                    y = F.max_pool2d(host, *window, ceil_mode=True)
+                    assert y.shape == tuple(expected.shape), (size, k, s, p)
+                    checked_overhang += (y.shape[2] - 1) * s + k > size + 2 * p
+                    for count_include_pad in (True, False):
+                        options = {"ceil_mode": True, "count_include_pad": count_include_pad}
+                        expected = TF.avg_pool2d(torch.from_numpy(host), *window, **options)
+                        y = F.avg_pool2d(host, *window, **options)
+                        np.testing.assert_allclose(y.data, expected.numpy(), rtol=1e-12)
+    assert checked_overhang > 20
+
+
+@dtypes
+@HYPOTHESIS
+@given(
+    size=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    output_size=st.one_of(
+        st.integers(1, 10),
+        st.tuples(st.sampled_from([None, 1, 2, 3, 4, 5, 7, 10]), st.integers(1, 10)),
+        st.tuples(st.integers(1, 10), st.none()),
+    ),
+    unbatched=st.booleans(),
+    seed=seeds,
+)
+def test_adaptive_avg_pool2d_any_size_matches_torch(
+    backend, dtype, size, output_size, unbatched, seed
+):
+    shape = (3, *size) if unbatched else (2, 3, *size)
+    host = np.random.default_rng(seed).standard_normal(shape)
+    compare_with_torch(
+        backend,
+        lambda x: F.adaptive_avg_pool2d(x, output_size),
+        lambda x: TF.adaptive_avg_pool2d(x, output_size),
+        [host],
+        dtype,
+    )
+
+
+NEW_OPTION_GRADCHECKS = {
+    "conv-same-even-kernel": (
+        lambda x, w, b: F.conv2d(x, w, b, padding="same", dilation=(1, 2)),
+        [(2, 2, 5, 6), (3, 2, 2, 4), (3,)],
+    ),
+    "conv-valid-unbatched": (
+        lambda x, w: F.conv2d(x, w, padding="valid", stride=2),
+        [(2, 6, 5), (2, 2, 3, 2)],
+    ),
+    "max-ceil": (lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True), [(2, 2, 6, 7)]),
+    "max-ceil-unbatched": (lambda x: F.max_pool2d(x, 2, ceil_mode=True), [(2, 5, 3)]),
+    "avg-ceil-include-pad": (lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True), [(1, 2, 6, 5)]),
+    "avg-ceil-exclude-pad": (
+        lambda x: F.avg_pool2d(x, (3, 2), 2, (1, 1), True, count_include_pad=False),
+        [(1, 2, 6, 5)],
+    ),
+    "avg-divisor-override": (
+        lambda x: F.avg_pool2d(x, 2, 1, 1, divisor_override=3),
+        [(2, 4, 4)],
+    ),
+    "adaptive-overlapping-bins": (lambda x: F.adaptive_avg_pool2d(x, (3, 4)), [(2, 2, 5, 7)]),
+    "adaptive-none-unbatched": (lambda x: F.adaptive_avg_pool2d(x, (None, 2)), [(2, 3, 5)]),
+}
+
+
+@pytest.mark.parametrize("case", list(NEW_OPTION_GRADCHECKS))
+def test_new_options_gradcheck(backend, case):
+    fn, shapes = NEW_OPTION_GRADCHECKS[case]
+    rng = np.random.default_rng(7)
+    # Scaled permutations: no ties, so max pooling is differentiable there.
+    hosts = [rng.permutation(int(np.prod(s))).reshape(s) / np.prod(s) - 0.5 for s in shapes]
+    inputs = [backend.asarray(h, dtype="float64") for h in hosts]
+    assert gradcheck(fn, inputs, max_elements=60)
+
+
+OPTION_ERRORS = [
+    (lambda x, w: F.conv2d(x, w, padding="same", stride=2), "padding='same' is not supported"),
+    (lambda x, w: F.conv2d(x, w, padding="full"), "padding='full' is not one of 'same', 'valid'"),
+    (lambda x, w: F.max_pool2d(x, 2, dilation=2), r"max_pool2d: dilation=2 is not supported"),
+    (
+        lambda x, w: F.max_pool2d(x, 2, return_indices=True),
+        "max_pool2d: return_indices=True is not supported",
+    ),
+    (lambda x, w: F.avg_pool2d(x, 2, divisor_override=0), "divisor_override must be a non-zero"),
+    (lambda x, w: F.avg_pool2d(x, 2, count_include_pad=1), "count_include_pad must be True or"),
+    (lambda x, w: F.max_pool2d(x, 2, ceil_mode="yes"), "ceil_mode must be True or False"),
+    (lambda x, w: F.adaptive_avg_pool2d(x, (2, 0)), "output_size must be a positive int"),
+    (lambda x, w: F.avg_pool2d(x[0, 0], 2), r"avg_pool2d: expected a 3-D \(C, H, W\) or 4-D"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), OPTION_ERRORS)
+def test_refused_options_name_the_option(backend, call, message):
+    x = Tensor(backend.asarray(np.zeros((1, 2, 6, 6))))
+    w = Tensor(backend.asarray(np.zeros((3, 2, 2, 2))))
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(x, w)
+
+
+# -- zero-size batches (N = 0), as torch: empty outputs and gradients; a mean over no
+# elements is NaN -----------------------------------------------------------------------------
+
+X0 = (0, 2, 5, 6)  # an empty batch of 2-channel 5x6 images
+W = (3, 2, 3, 3)
+EMPTY_BATCH = {
+    "conv": (lambda x, w: F.conv2d(x, w, padding=1), lambda x, w: TF.conv2d(x, w, padding=1), W),
+    "conv-same": (
+        lambda x, w: F.conv2d(x, w, padding="same"),
+        lambda x, w: TF.conv2d(x, w, padding="same"),
+        (3, 2, 2, 2),
+    ),
+    "max": (lambda x: F.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2)),
+    "max-ceil": (
+        lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+        lambda x: TF.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+    ),
+    "avg": (
+        lambda x: F.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
+        lambda x: TF.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
+    ),
+    "adaptive": (
+        lambda x: F.adaptive_avg_pool2d(x, (2, 3)),
+        lambda x: TF.adaptive_avg_pool2d(x, (2, 3)),
+    ),
+    "global": (lambda x: F.adaptive_avg_pool2d(x, 1), lambda x: TF.adaptive_avg_pool2d(x, 1)),
+    "linear": (
+        lambda x, w, b: F.linear(F.flatten(x, 1), w, b),
+        lambda x, w, b: TF.linear(x.flatten(1), w, b),
+        (4, 60),
+        (4,),
+    ),
+    "relu": (F.relu, TF.relu),
+    "leaky_relu": (lambda x: F.leaky_relu(x, 0.2), lambda x: TF.leaky_relu(x, 0.2)),
+    "sigmoid": (F.sigmoid, torch.sigmoid),
+    "tanh": (F.tanh, torch.tanh),
+    "softmax": (lambda x: F.softmax(x, 1), lambda x: TF.softmax(x, 1)),
+    "batch_norm_eval": (
+        lambda x, w, b: F.batch_norm(
+            x, backends.current().asarray(np.zeros(2)), backends.current().asarray(np.ones(2)), w, b
+        ),
+        lambda x, w, b: TF.batch_norm(
+            x, torch.zeros(2, dtype=x.dtype), torch.ones(2, dtype=x.dtype), w, b
+        ),
+        (2,),
+        (2,),
+    ),
+    # torch returns an empty output here (it raises only for one value per channel).
+    "batch_norm_train": (
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+        lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True),
+        (2,),
+        (2,),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EMPTY_BATCH))
+def test_empty_batch_matches_torch(backend, case):
+    """Outputs and every gradient (empty for the input, zeros for weights) as torch's."""
+    fn, torch_fn, *shapes = EMPTY_BATCH[case]
+    rng = np.random.default_rng(0)
+    hosts = [np.zeros(X0)] + [rng.standard_normal(s) for s in shapes]
+    compare_with_torch(backend, fn, torch_fn, hosts, "float64")
+
+
+@pytest.mark.parametrize("batch", [0, 3], ids=["empty-batch", "batch"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("loss", ["mse_loss", "cross_entropy", "cross_entropy-probabilities"])
+def test_explicit_reductions_and_empty_batch_losses_match_torch(backend, loss, reduction, batch):
+    """Every reduction given explicitly (``"mean"`` too) as torch's; with an empty batch a
+    mean over no elements is NaN, a sum 0, the per-sample loss empty, the gradient empty."""
+    name = loss.split("-")[0]
+    rng = np.random.default_rng(batch)
+    if loss == "cross_entropy":
+        target = rng.integers(0, 4, size=batch)
+    else:
+        target = rng.random((batch, 4))
+    host = rng.standard_normal((batch, 4))
+    x = Tensor(backend.asarray(host), requires_grad=True)
+    tx = torch.from_numpy(host).requires_grad_()
+    out = getattr(F, name)(x, backend.asarray(target), reduction=reduction)
+    t_out = getattr(TF, name)(tx, torch.from_numpy(target), reduction=reduction)
+    assert out.shape == tuple(t_out.shape)
+    _assert_on(backend, out.data, "float64")
+    np.testing.assert_allclose(backend.to_numpy(out.data), t_out.detach().numpy(), **TOL["float64"])
+    if reduction == "mean":
+        assert np.isnan(float(backend.to_numpy(out.data))) == (batch == 0)
+    grad = np.ones(out.shape)
+    out.backward(backend.asarray(grad))
+    t_out.backward(torch.from_numpy(grad))
+    _assert_on(backend, x.grad, "float64")
+    np.testing.assert_allclose(backend.to_numpy(x.grad), tx.grad.numpy(), **TOL["float64"])
+    assert tuple(x.grad.shape) == (batch, 4)

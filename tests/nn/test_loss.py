@@ -11,7 +11,7 @@ import torch
 import xcnn
 import xcnn.nn.functional as F
 from xcnn import backends, nn
-from xcnn.testing import gradcheck
+from xcnn.testing import gradcheck, to_torch
 
 
 def _host(backend, a):
@@ -384,3 +384,55 @@ def test_mse_reductions_gradcheck(backend, rng, reduction):
     assert gradcheck(lambda z: crit(z, y), [x], backward, max_elements=None)
     with pytest.raises(ValueError, match=r"MSELoss: reduction='Sum' is not one of"):
         nn.MSELoss(reduction="Sum")
+
+
+LOSS_CASES = {
+    "cross_entropy": (lambda **kw: nn.CrossEntropyLoss(**kw), np.array([1, 0, 3])),
+    "cross_entropy-options": (
+        lambda **kw: nn.CrossEntropyLoss(
+            backends.current().asarray(np.array([1.0, 2.0, 0.5, 1.0])),
+            ignore_index=0,
+            label_smoothing=0.1,
+            **kw,
+        ),
+        np.array([1, 0, 3]),
+    ),
+    "cross_entropy-probabilities": (
+        lambda **kw: nn.CrossEntropyLoss(**kw),
+        np.full((3, 4), 0.25),
+    ),
+    "mse": (lambda **kw: nn.MSELoss(**kw), np.arange(12.0).reshape(3, 4) / 10),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", list(LOSS_CASES))
+@pytest.mark.parametrize("batch", [3, 0], ids=["batch", "empty-batch"])
+def test_explicit_mean_and_empty_batches_match_torch_layerwise(backend, case, batch):
+    """reduction="mean" given explicitly is the default, everywhere (module, to_torch
+    twin, F); an empty batch gives torch's NaN mean, 0 sum and empty per-sample loss."""
+    make, target = LOSS_CASES[case]
+    target = target[:batch]
+    host = np.random.default_rng(batch).standard_normal((batch, 4))
+    for reduction in ("mean", "sum", "none"):
+        crit = make(reduction=reduction)
+        twin = to_torch(crit)
+        assert twin.reduction == reduction
+        loss = crit(backend.asarray(host), backend.asarray(target))
+        tx = torch.from_numpy(host).requires_grad_()
+        t_loss = twin(tx, torch.from_numpy(target))
+        np.testing.assert_allclose(
+            backend.to_numpy(loss), t_loss.detach().numpy(), rtol=1e-10, err_msg=reduction
+        )
+        grad = np.ones(tuple(loss.shape))
+        gx = crit.backward(backend.asarray(grad) if grad.ndim else 1.0)
+        t_loss.backward(torch.from_numpy(grad))
+        np.testing.assert_allclose(backend.to_numpy(gx), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+        if reduction == "mean":
+            default = make()
+            np.testing.assert_array_equal(
+                backend.to_numpy(default(backend.asarray(host), backend.asarray(target))),
+                backend.to_numpy(loss),
+            )
+            assert repr(crit) == repr(default)
+            assert np.isnan(float(backend.to_numpy(loss))) == (batch == 0)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from xcnn import backends, nn
-from xcnn.testing import gradcheck
+from xcnn.testing import gradcheck, to_torch
 
 
 def random_layer_config(rng: np.random.Generator) -> tuple[dict, tuple[int, ...]]:
@@ -146,9 +148,9 @@ def test_input_errors_name_the_layer(backend, name):
     layer = getattr(nn, name)(2)
     label = rf"{name}\(kernel_size=2, stride=2, padding=0\)"
     with pytest.raises(
-        ValueError, match=label + r": expected a 4-D input .* got shape \(6, 8, 8\)"
+        ValueError, match=label + r": expected a 3-D \(C, H, W\) or 4-D .* got shape \(8, 8\)"
     ):
-        layer(xp.zeros((6, 8, 8), dtype=xp.float32))
+        layer(xp.zeros((8, 8), dtype=xp.float32))
     with pytest.raises(ValueError, match=label + r": input of spatial size \(1, 8\) .* \(0, 4\)"):
         layer(xp.zeros((2, 3, 1, 8), dtype=xp.float32))
     with pytest.raises(TypeError, match=label + ": expected a floating-point input"):
@@ -174,17 +176,17 @@ def test_constructor_errors(name):
         cls("2")
 
 
-@pytest.mark.parametrize("size", [2, (7, 7), (1, 2), None])
-def test_adaptive_avg_pool2d_only_global(size):
-    with pytest.raises(ValueError, match="AdaptiveAvgPool2d: only global average pooling"):
+@pytest.mark.parametrize("size", [0, (7, 0), (1, 2, 3), None, "2", (True, 1), -1])
+def test_adaptive_avg_pool2d_bad_output_size(size):
+    with pytest.raises(ValueError, match="AdaptiveAvgPool2d: output_size must be a positive int"):
         nn.AdaptiveAvgPool2d(size)
 
 
 def test_adaptive_avg_pool2d_rank_and_grad_shape(backend):
     xp = backend.xp
     layer = nn.AdaptiveAvgPool2d(1)
-    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2d\(output_size=1\): expected a 4-D"):
-        layer(xp.zeros((3, 4, 4), dtype=xp.float32))
+    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2d\(output_size=1\): expected a 3-D"):
+        layer(xp.zeros((4, 4), dtype=xp.float32))
     layer(xp.zeros((2, 3, 4, 4), dtype=xp.float32))
     with pytest.raises(ValueError, match="expected a gradient of the output's shape"):
         layer.backward(xp.zeros((2, 3), dtype=xp.float32))
@@ -196,3 +198,99 @@ def test_pooling_in_a_sequential_matches_torch(backend, rng):
         torch.nn.MaxPool2d(2), torch.nn.AvgPool2d(3, 1, 1), torch.nn.AdaptiveAvgPool2d(1)
     )
     check_against_torch(backend, model, twin, (2, 3, 8, 10), rng)
+
+
+# -- PyTorch's remaining options, layer-wise (y = m(x); m.backward(gy)) --------------------
+
+
+@st.composite
+def layer_with_options(draw):
+    """A pooling layer with PyTorch's options, its torch twin and an input shape
+    (unbatched (C, H, W) half of the time)."""
+    name = draw(st.sampled_from(["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]))
+    lead = () if draw(st.booleans()) else (draw(st.integers(1, 2)),)
+    if name == "AdaptiveAvgPool2d":
+        size = (draw(st.integers(1, 8)), draw(st.integers(1, 8)))
+        out = draw(
+            st.one_of(
+                st.integers(1, 6), st.tuples(st.none() | st.integers(1, 6), st.integers(1, 6))
+            )
+        )
+        return {"output_size": out}, name, (*lead, 2, *size)
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    kwargs = {
+        "kernel_size": kernel,
+        "stride": draw(st.none() | st.tuples(st.integers(1, 3), st.integers(1, 3))),
+        "padding": (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2))),
+        "ceil_mode": draw(st.booleans()),
+    }
+    if name == "AvgPool2d":
+        kwargs["count_include_pad"] = draw(st.booleans())
+        kwargs["divisor_override"] = draw(st.sampled_from([None, None, 2, 5]))
+    p = kwargs["padding"]
+    size = [draw(st.integers(max(1, k - 2 * q), 8)) for k, q in zip(kernel, p, strict=True)]
+    return kwargs, name, (*lead, 2, *size)
+
+
+@pytest.mark.torch
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=layer_with_options(), seed=st.integers(0, 2**16))
+def test_layers_with_options_match_torch_layerwise(backend, case, seed):
+    kwargs, name, shape = case
+    layer = getattr(nn, name)(**kwargs)
+    twin = to_torch(layer)
+    assert isinstance(twin, getattr(torch.nn, name))
+    ties = seed % 2 == 0 and name == "MaxPool2d"
+    check_against_torch(backend, layer, twin, shape, np.random.default_rng(seed), ties=ties)
+    assert layer._pending() == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        pytest.param(lambda: nn.MaxPool2d(3, 2, 1, ceil_mode=True), (1, 2, 6, 7), id="max-ceil"),
+        pytest.param(lambda: nn.MaxPool2d(2, ceil_mode=True), (2, 5, 3), id="max-unbatched"),
+        pytest.param(
+            lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+            (2, 1, 6, 5),
+            id="avg-ceil-exclude",
+        ),
+        pytest.param(lambda: nn.AvgPool2d(2, 1, 1, divisor_override=3), (2, 4, 3), id="avg-div"),
+        pytest.param(lambda: nn.AdaptiveAvgPool2d((3, None)), (2, 5, 4), id="adaptive"),
+    ],
+)
+def test_gradcheck_with_options_layerwise(backend, rng, make, shape):
+    size = int(np.prod(shape))
+    host = rng.permutation(size).reshape(shape) / size
+    assert gradcheck(make().double(), backend.asarray(host, dtype="float64"), max_elements=40)
+
+
+def test_repr_and_attributes_of_the_options():
+    pool = nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+    assert repr(pool) == "MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)"
+    assert pool.ceil_mode is True
+    avg = nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False, divisor_override=3)
+    assert repr(avg) == (
+        "AvgPool2d(kernel_size=2, stride=2, padding=0, ceil_mode=True, "
+        "count_include_pad=False, divisor_override=3)"
+    )
+    assert (avg.count_include_pad, avg.divisor_override) == (False, 3)
+    assert repr(nn.AdaptiveAvgPool2d((None, 3))) == "AdaptiveAvgPool2d(output_size=(None, 3))"
+    assert repr(nn.AdaptiveAvgPool2d((2, 3))) == "AdaptiveAvgPool2d(output_size=(2, 3))"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: nn.MaxPool2d(2, dilation=2), r"MaxPool2d: dilation=2 is not supported"),
+        (lambda: nn.MaxPool2d(2, return_indices=True), "MaxPool2d: return_indices=True is not"),
+        (lambda: nn.MaxPool2d(2, ceil_mode=1), "MaxPool2d: ceil_mode must be True or False"),
+        (lambda: nn.AvgPool2d(2, divisor_override=0), "AvgPool2d: divisor_override must be a"),
+        (lambda: nn.AvgPool2d(2, count_include_pad=None), "AvgPool2d: count_include_pad must"),
+    ],
+)
+def test_refused_options_name_the_option(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()

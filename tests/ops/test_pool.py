@@ -381,10 +381,10 @@ def test_backward_shape_mismatch_raises(backend):
         adaptive_avg_pool2d_backward(y, (2, 3, 6, 6))
 
 
-@pytest.mark.parametrize("size", [2, (2, 2), (1, 2), None, True])
-def test_adaptive_avg_pool2d_only_global(backend, size):
+@pytest.mark.parametrize("size", [0, (2, 0), (1, 2, 3), None, True, (2.0, 2)])
+def test_adaptive_avg_pool2d_bad_output_size(backend, size):
     x = backend.xp.zeros((1, 1, 4, 4), dtype=backend.xp.float32)
-    with pytest.raises(ValueError, match="only global average pooling is supported"):
+    with pytest.raises(ValueError, match="adaptive_avg_pool2d: output_size must be a positive"):
         adaptive_avg_pool2d(x, size)
 
 
@@ -502,3 +502,109 @@ def test_cuda_max_pool_kernels_equal_the_twin(cupy_on_cpu, dtype, special):
         gx = _pool_cupy.max_pool2d_backward(gy, indices, shape, g)
         assert gx.dtype == dtype
         np.testing.assert_array_equal(gx, expected_gx, err_msg=str(cfg))
+
+
+# -- ceil_mode, count_include_pad, divisor_override, adaptive sizes -------------------------
+
+
+def test_max_pool2d_ceil_mode_indices_match_torch(backend):
+    """The argmax of windows that hang past the padded input, as torch's (in window offsets)."""
+    rng = np.random.default_rng(11)
+    for _ in range(30 if backend.name == "numpy" else 6):
+        cfg = random_config(rng)
+        host = host_input(rng, cfg["shape"], ties=bool(rng.random() < 0.5))
+        args = (cfg["kernel"], cfg["stride"], cfg["padding"])
+        y, indices = max_pool2d(backend.asarray(host), *args, ceil_mode=True)
+        ty, t_indices = TF.max_pool2d(
+            torch.from_numpy(host), *args, ceil_mode=True, return_indices=True
+        )
+        np.testing.assert_array_equal(backend.to_numpy(y), ty.numpy())
+        expected = torch_window_offsets(t_indices.numpy(), cfg)
+        np.testing.assert_array_equal(backend.to_numpy(indices), expected, err_msg=str(cfg))
+
+
+CEIL_PARITY_CONFIGS = [
+    pytest.param((2, 3, 7, 9), 2, None, 0, id="2x2-overhang"),  # would be the tiled path
+    pytest.param((2, 3, 9, 8), 3, 2, 1, id="overlap-pad-overhang"),
+    pytest.param((2, 2, 8, 11), (2, 3), (3, 2), (1, 0), id="gaps-non-square"),
+    pytest.param((2, 2, 6, 6), 3, 3, 0, id="tiled-no-overhang"),  # ceil == floor: fast path
+]
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding"), CEIL_PARITY_CONFIGS)
+def test_max_pool2d_ceil_mode_fast_path_equals_standard_twin(
+    rng, shape, kernel, stride, padding, ties
+):
+    x = host_input(rng, shape, ties)
+    args = (kernel, stride, padding)
+    y, indices = max_pool2d(x, *args, ceil_mode=True)
+    values = max_pool2d(x, *args, ceil_mode=True, return_indices=False)
+    gy = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    gx = max_pool2d_backward(gy, indices, shape, *args, ceil_mode=True)
+    with standard_only():
+        y2, indices2 = max_pool2d(x, *args, ceil_mode=True)
+        gx2 = max_pool2d_backward(gy, indices2, shape, *args, ceil_mode=True)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(values, y2)
+    np.testing.assert_array_equal(indices, indices2)
+    np.testing.assert_array_equal(gx, gx2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_max_pool_kernels_equal_the_twin_in_ceil_mode(cupy_on_cpu, dtype):
+    """The kernels read every tap past the input as padding, so ceil_mode's overhanging
+    windows need nothing of them but the larger output size."""
+    rng = np.random.default_rng(4)
+    overhanging = 0
+    for cfg in [random_config(rng) for _ in range(40)]:
+        shape, args = cfg["shape"], (cfg["kernel"], cfg["stride"], cfg["padding"])
+        x = host_input(rng, shape, ties=True).astype(dtype)
+        with standard_only():
+            expected_y, expected_indices = max_pool2d(x, *args, ceil_mode=True)
+        g = pool_geometry("max_pool2d", shape, *args, ceil_mode=True)
+        overhanging += bool(g.eh or g.ew)
+        y, indices = _pool_cupy.max_pool2d(x, g)
+        np.testing.assert_array_equal(y, expected_y, err_msg=str(cfg))
+        np.testing.assert_array_equal(indices, expected_indices, err_msg=str(cfg))
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        with standard_only():
+            expected_gx = max_pool2d_backward(gy, expected_indices, shape, *args, ceil_mode=True)
+        gx = _pool_cupy.max_pool2d_backward(gy, indices, shape, g)
+        np.testing.assert_array_equal(gx, expected_gx, err_msg=str(cfg))
+    assert overhanging > 5
+
+
+@pytest.mark.parametrize(
+    ("options", "shape"),
+    [
+        ({"ceil_mode": True}, (1, 2, 6, 7)),
+        ({"ceil_mode": True, "count_include_pad": False}, (2, 1, 7, 6)),
+        ({"count_include_pad": False}, (1, 2, 5, 5)),
+        ({"divisor_override": 4, "ceil_mode": True}, (1, 1, 6, 6)),
+    ],
+)
+def test_avg_pool2d_options_gradcheck(backend, rng, options, shape):
+    x = backend.asarray(rng.standard_normal(shape), dtype="float64")
+    args = (3, 2, 1)
+    assert gradcheck(
+        lambda a: avg_pool2d(a, *args, **options),
+        x,
+        backward=lambda gy: avg_pool2d_backward(gy, shape, *args, **options),
+        max_elements=None,
+    )
+
+
+@pytest.mark.parametrize("output_size", [(3, 2), (None, 4), 5, (1, 7)])
+def test_adaptive_avg_pool2d_any_size_gradcheck_and_torch(backend, rng, output_size):
+    host = rng.standard_normal((2, 2, 5, 6))
+    x = backend.asarray(host, dtype="float64")
+    y = adaptive_avg_pool2d(x, output_size)
+    expected = TF.adaptive_avg_pool2d(torch.from_numpy(host), output_size).numpy()
+    np.testing.assert_allclose(backend.to_numpy(y), expected, rtol=1e-12, atol=1e-14)
+    assert gradcheck(
+        lambda a: adaptive_avg_pool2d(a, output_size),
+        x,
+        backward=lambda gy: adaptive_avg_pool2d_backward(gy, (2, 2, 5, 6), output_size),
+        max_elements=None,
+    )

@@ -101,3 +101,31 @@ def test_bad_hyperparameter_in_a_group_raises():
     p, q = Parameter(b.asarray([1.0])), Parameter(b.asarray([2.0]))
     with pytest.raises(ValueError, match="SGD: lr must be"):
         optim.SGD([{"params": [p]}, {"params": [q], "lr": -1.0}], lr=0.1)
+
+
+@pytest.mark.parametrize("hyper", COMBOS, ids=lambda h: ",".join(f"{k}={v}" for k, v in h.items()))
+def test_bitwise_equal_to_the_update_rule_written_out(backend, make_problem, hyper):
+    """The update, one parameter at a time in the order of the module docstring, on
+    NumPy: the group-wise step gives the very same bits (not just torch's to rounding)."""
+    weights, grads = make_problem("float32", steps=5, seed=3)
+    params = [Parameter(backend.asarray(w.copy())) for w in weights]
+    opt = optim.SGD(params, **hyper)
+    lr, momentum = hyper["lr"], hyper.get("momentum", 0.0)
+    dampening, decay = hyper.get("dampening", 0.0), hyper.get("weight_decay", 0.0)
+    ref, bufs = [w.copy() for w in weights], [None] * len(weights)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = backend.asarray(g)
+        opt.step()
+        for i, g in enumerate(step_grads):
+            if decay != 0:
+                g = g + decay * ref[i]
+            if momentum != 0:
+                if bufs[i] is None:
+                    bufs[i] = g.copy()
+                else:
+                    bufs[i] = bufs[i] * momentum + (1.0 - dampening) * g
+                g = g + momentum * bufs[i] if hyper.get("nesterov") else bufs[i]
+            ref[i] = ref[i] - lr * g
+        for p, r in zip(params, ref, strict=True):
+            np.testing.assert_array_equal(backends.to_host(p.data), r)

@@ -109,35 +109,46 @@ def _call_backward(node: Context, grads: list[Any]) -> tuple[Any, ...]:
         if g is None or meta is None:
             continue
         shape, dtype, kind = meta
-        if type(g) is not kind and not isinstance(g, np.generic):  # NumPy's 0-d results
-            got = "a Tensor" if hasattr(g, "grad_fn") else f"a {namespace_name(g)} array"
-            raise RuntimeError(
-                f"{node.name}.backward returned {got} for input {i}, which is a "
-                f"{kind.__module__.split('.', 1)[0]} array; return arrays of the input's backend"
-            )
-        if tuple(g.shape) != shape:
-            raise RuntimeError(
-                f"{node.name}.backward returned a gradient of shape {tuple(g.shape)} for "
-                f"input {i}, whose shape is {shape}"
-            )
-        if g.dtype != dtype:
-            # A float64 gradient would silently turn float32 parameters into float64 ones.
-            raise RuntimeError(
-                f"{node.name}.backward returned a {dtype_name(g.dtype)} gradient for input "
-                f"{i}, which is {dtype_name(dtype)}; keep the input's dtype (multiply by "
-                "Python floats, not NumPy float64 scalars)"
-            )
+        # The usual gradient passes three identity/equality tests; messages only on failure.
+        if type(g) is kind and g.shape == shape and g.dtype == dtype:
+            continue
+        _check_gradient(node, i, g, shape, dtype, kind)
     return out
+
+
+def _check_gradient(node: Context, i: int, g: Any, shape: Any, dtype: Any, kind: type) -> None:
+    """Raise the error that says how gradient ``g`` for input ``i`` does not fit it."""
+    if type(g) is not kind and not isinstance(g, np.generic):  # NumPy's 0-d results
+        got = "a Tensor" if hasattr(g, "grad_fn") else f"a {namespace_name(g)} array"
+        raise RuntimeError(
+            f"{node.name}.backward returned {got} for input {i}, which is a "
+            f"{kind.__module__.split('.', 1)[0]} array; return arrays of the input's backend"
+        )
+    if tuple(g.shape) != shape:
+        raise RuntimeError(
+            f"{node.name}.backward returned a gradient of shape {tuple(g.shape)} for "
+            f"input {i}, whose shape is {shape}"
+        )
+    if g.dtype != dtype:
+        # A float64 gradient would silently turn float32 parameters into float64 ones.
+        raise RuntimeError(
+            f"{node.name}.backward returned a {dtype_name(g.dtype)} gradient for input "
+            f"{i}, which is {dtype_name(dtype)}; keep the input's dtype (multiply by "
+            "Python floats, not NumPy float64 scalars)"
+        )
 
 
 def _accumulate(leaf: Any, grad: Any) -> None:
     """Add ``grad`` into a leaf tensor's ``.grad`` (the first gradient is stored as a copy)."""
     if not leaf._requires_grad:
         return
-    xp = array_namespace(grad)
-    if leaf.grad is None:
+    if type(grad) is np.ndarray:  # the common case, without a namespace lookup
         # A copy: the gradient may be a read-only broadcast view (Sum's), the very array
         # another leaf received (Add's), or the caller's grad=; .grad must be the leaf's own.
+        leaf.grad = np.array(grad) if leaf.grad is None else np.asarray(leaf.grad + grad)
+        return
+    xp = array_namespace(grad)
+    if leaf.grad is None:
         leaf.grad = xp.asarray(grad, copy=True)
     else:
         leaf.grad = xp.asarray(leaf.grad + grad)  # NumPy gives a scalar for 0-d arrays

@@ -82,15 +82,18 @@ class Context:
 
         Outside recording (``no_grad``, or no input requires grad) nothing is kept.
         """
-        if not any(self.needs_input_grad):
+        if True not in self.needs_input_grad:
             return
         self._saved = arrays
         # Remember the version of each saved array that is an input's data, so an
         # in-place write to that input before backward is caught (outputs are
-        # matched in Function.apply, once they exist).
+        # matched in Function.apply, once they exist). One dict of the inputs' arrays
+        # instead of a scan of the inputs per saved array.
+        # reversed: where two inputs share an array, the first one owns it, as before.
+        owners = {id(t.data): t for t in reversed(self._inputs)}
         versions = []
         for array in arrays:
-            owner = next((t for t in self._inputs if t.data is array), None)
+            owner = owners.get(id(array))
             versions.append(None if owner is None else (weakref.ref(owner), owner._version))
         self._versions = tuple(versions)
 
@@ -184,10 +187,13 @@ class Function:
         arrays = []
         needs = []
         tensors = []
+        record = False
         for arg in args:
             if isinstance(arg, Tensor):
                 arrays.append(arg.data)
-                needs.append(recording and arg._requires_grad)
+                need = recording and arg._requires_grad
+                record = record or need
+                needs.append(need)
                 tensors.append(arg)
             else:
                 arrays.append(arg)
@@ -195,24 +201,31 @@ class Function:
         if len(tensors) > 1:
             _check_same_kind(cls, tensors)
         ctx = Context(cls, tuple(needs))
-        record = any(needs)
-        if record:
-            ctx._inputs = tuple(tensors)
+        if not record:
+            # Nothing to record: no graph node, no saved arrays (save_for_backward
+            # keeps nothing when no input needs a gradient).
+            out = cls.forward(ctx, *arrays, **params)
+            if isinstance(out, tuple):
+                return tuple(Tensor._wrap(o) for o in out)
+            return Tensor._wrap(out)
+
+        ctx._inputs = tensors
         out = cls.forward(ctx, *arrays, **params)
         ctx._inputs = ()
         single = not isinstance(out, tuple)
-        outputs = (out,) if single else out
-        if not record:
-            wrapped = tuple(Tensor._wrap(o) for o in outputs)
-            return wrapped[0] if single else wrapped
-
-        skip = ctx.__dict__.get("_non_differentiable", ())
-        wrapped = tuple(
-            Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, ctx, i)
-            for i, o in enumerate(outputs)
-        )
-        xp = _namespace(outputs[0])
-        ctx.output_meta = tuple((tuple(o.shape), o.dtype, xp) for o in outputs)
+        xp = _namespace(out if single else out[0])
+        if single and "_non_differentiable" not in ctx.__dict__:
+            # One differentiable output, the usual case, without the loops below.
+            wrapped = (Tensor._wrap(out, ctx, 0),)
+            ctx.output_meta = ((tuple(out.shape), out.dtype, xp),)
+        else:
+            outputs = (out,) if single else out
+            skip = ctx.__dict__.get("_non_differentiable", ())
+            wrapped = tuple(
+                Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, ctx, i)
+                for i, o in enumerate(outputs)
+            )
+            ctx.output_meta = tuple((tuple(o.shape), o.dtype, xp) for o in outputs)
         ctx.sequence = next(_sequence)
         edges = []
         meta = []
@@ -221,11 +234,11 @@ class Function:
                 edges.append(None)
                 meta.append(None)
                 continue
-            if arg.grad_fn is None:
-                edges.append((arg, 0))  # a leaf: its gradient accumulates into arg.grad
-            else:
-                edges.append((arg.grad_fn, arg._output_nr))
-            meta.append((tuple(arg.data.shape), arg.data.dtype, type(arg.data)))
+            node = arg.grad_fn
+            # A leaf's gradient accumulates into arg.grad; any other goes to its node.
+            edges.append((arg, 0) if node is None else (node, arg._output_nr))
+            data = arg.data
+            meta.append((tuple(data.shape), data.dtype, type(data)))
         ctx.next_edges = tuple(edges)
         ctx.input_meta = tuple(meta)
         if ctx._saved:
@@ -257,8 +270,15 @@ def _namespace(array: Any) -> Any:
 def _check_same_kind(function: type, tensors: list[Any]) -> None:
     """All Tensor inputs on one backend, and all floating ones of one dtype."""
     first = tensors[0].data
+    kind, dtype = type(first), first.dtype
+    # The common case, every input of one array type and dtype, in one pass.
+    for t in tensors:
+        if type(t.data) is not kind or t.data.dtype != dtype:
+            break
+    else:
+        return
     for t in tensors[1:]:
-        if type(t.data) is not type(first):
+        if type(t.data) is not kind:
             from xcnn import backends
 
             names = ", ".join(backends.namespace_name(u.data) for u in tensors)
@@ -291,10 +311,13 @@ def _name(function: type) -> str:
 def _match_saved_outputs(ctx: Context, outputs: tuple[Any, ...]) -> None:
     """Track the version of every saved array that is one of this call's outputs."""
     versions = list(ctx._versions)
+    owners = None
     for index, array in enumerate(ctx._saved):
-        if versions[index] is not None:
+        if versions[index] is not None or array is None:
             continue
-        owner = next((t for t in outputs if t.data is array), None)
+        if owners is None:
+            owners = {id(t.data): t for t in reversed(outputs)}
+        owner = owners.get(id(array))
         if owner is not None:
             # A weak reference: a strong one would make output -> node -> output a cycle.
             versions[index] = (weakref.ref(owner), owner._version)

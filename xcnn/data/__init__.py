@@ -19,7 +19,7 @@ from xcnn.data.catalog import DATASETS, SampleFallbackWarning, load_dataset
 from xcnn.data.cifar import extract_cifar10, read_cifar10_batch
 from xcnn.data.datasets import CIFAR10, MNIST, ArrayDataset, FashionMNIST, default_root
 from xcnn.data.download import DatasetNotAvailable, Resource, download_file, md5sum
-from xcnn.data.folder import ImageFolder, export_images
+from xcnn.data.folder import ImageFolder, export_images, read_images
 from xcnn.data.idx import read_idx, write_idx
 from xcnn.data.loader import DataLoader
 from xcnn.data.sample import FashionMNISTSample
@@ -44,6 +44,7 @@ __all__ = [
     "md5sum",
     "read_cifar10_batch",
     "read_idx",
+    "read_images",
     "sources",
     "transforms",
     "write_idx",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from xcnn.data.datasets import ArrayDataset
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "export_images"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "export_images", "read_images"]
 
 #: File name endings read as images (compared case-insensitively); other files are skipped.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -47,7 +47,7 @@ def _pillow() -> Any:
     return Image
 
 
-def _pair(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+def _pair(size: int | tuple[int, int] | None, who: str) -> tuple[int, int] | None:
     if size is None:
         return None
     pair = (size, size) if isinstance(size, (int, np.integer)) else size
@@ -59,7 +59,7 @@ def _pair(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
         )
     ):
         raise ValueError(
-            f"ImageFolder: size must be a positive int or a pair (height, width), got {size!r}"
+            f"{who}: size must be a positive int or a pair (height, width), got {size!r}"
         )
     return int(pair[0]), int(pair[1])
 
@@ -153,7 +153,7 @@ class ImageFolder(ArrayDataset):
         grayscale: bool | None = None,
     ):
         root = Path(root).expanduser()
-        target = _pair(size)
+        target = _pair(size, "ImageFolder")
         if not root.is_dir():
             raise FileNotFoundError(f"ImageFolder: {str(root)!r} does not exist or is not a folder")
         classes = sorted(d.name for d in root.iterdir() if d.is_dir() and _visible(d.name))
@@ -172,44 +172,7 @@ class ImageFolder(ArrayDataset):
                 )
             samples.extend((path, label) for path in files)
 
-        Image = _pillow()
-        # First pass reads headers only: the channel count and output size are
-        # known before any pixel is decoded, so the array is allocated once.
-        modes, sizes = [], []
-        for path, _ in samples:
-            with _open(Image, path) as im:
-                modes.append(im.mode)
-                sizes.append(im.size)
-        if target is None:
-            first = sizes[0]
-            for (path, _), (w, h) in zip(samples, sizes, strict=True):
-                if (w, h) != first:
-                    raise ValueError(
-                        f"ImageFolder: images differ in size: {str(samples[0][0])!r} is "
-                        f"{first[1]}x{first[0]} (HxW) but {str(path)!r} is {h}x{w}; pass "
-                        "size=(height, width) to resize them all"
-                    )
-            target = (first[1], first[0])
-        if grayscale is None:
-            grayscale = all(mode in _GREY_MODES for mode in modes)
-        mode, channels = ("L", 1) if grayscale else ("RGB", 3)
-
-        images = np.empty((len(samples), channels, *target), dtype=np.uint8)
-        for i, (path, _) in enumerate(samples):
-            with _open(Image, path) as im:
-                try:
-                    if im.mode.startswith("I"):
-                        # 16-bit PNGs: Pillow's convert clips at 255; keep the high byte instead.
-                        high = np.clip(np.asarray(im, dtype=np.int64) >> 8, 0, 255)
-                        im = Image.fromarray(high.astype(np.uint8))
-                    im = im.convert(mode) if im.mode != mode else im
-                    if im.size != (target[1], target[0]):
-                        im = im.resize((target[1], target[0]), Image.Resampling.BILINEAR)
-                    pixels = np.asarray(im, dtype=np.uint8)
-                except (OSError, ValueError, SyntaxError) as error:
-                    raise ValueError(f"ImageFolder: cannot decode {str(path)!r}: {error}") from None
-            images[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-
+        images = _read_images([path for path, _ in samples], target, grayscale, "ImageFolder")
         labels = np.array([label for _, label in samples], dtype=np.int64)
         super().__init__(images, labels, classes, name="ImageFolder")
         self.root = root
@@ -221,13 +184,108 @@ class ImageFolder(ArrayDataset):
         return f"{super().__repr__()[:-1]}, from {str(self.root)!r})"
 
 
-def _open(Image: Any, path: Path) -> Any:
+def read_images(
+    paths: Sequence[str | os.PathLike],
+    size: int | tuple[int, int] | None = None,
+    grayscale: bool | None = None,
+) -> np.ndarray:
+    """Decode image files into one uint8 ``(N, C, H, W)`` array, exactly as :class:`ImageFolder`.
+
+    The same conversion, so a model sees the same pixels from a file it is
+    given on its own as from the same file inside an ImageFolder.
+
+    Parameters
+    ----------
+    paths : sequence of str or path-like
+        PNG, JPEG, BMP or any other format Pillow reads.
+    size, grayscale
+        As for :class:`ImageFolder`: resize to ``size`` (bilinear), and take one grey
+        channel (``True``), three RGB channels (``False``) or infer it (``None``).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8, ``(len(paths), C, H, W)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A path does not exist (the message names it).
+    ValueError
+        An unreadable or corrupt image, or images of different sizes without ``size``.
+    ImportError
+        Pillow is not installed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from xcnn.data import ArrayDataset, FashionMNISTSample, export_images, read_images
+    >>> sample = FashionMNISTSample(train=False)
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> export_images(ArrayDataset(sample.images[:3], sample.labels[:3], sample.classes), folder)
+    3
+    >>> read_images(sorted(folder.glob("*/*.png")), size=32).shape
+    (3, 1, 32, 32)
+    """
+    paths = [Path(path) for path in paths]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"read_images: {str(path)!r} does not exist or is not a file")
+    return _read_images(paths, _pair(size, "read_images"), grayscale, "read_images")
+
+
+def _read_images(
+    paths: list[Path], target: tuple[int, int] | None, grayscale: bool | None, who: str
+) -> np.ndarray:
+    """The decoding behind :class:`ImageFolder` and :func:`read_images`; ``who`` starts errors."""
+    Image = _pillow()
+    # First pass reads headers only: the channel count and output size are
+    # known before any pixel is decoded, so the array is allocated once.
+    modes, sizes = [], []
+    for path in paths:
+        with _open(Image, path, who) as im:
+            modes.append(im.mode)
+            sizes.append(im.size)
+    if target is None:
+        first = sizes[0]
+        for path, (w, h) in zip(paths, sizes, strict=True):
+            if (w, h) != first:
+                raise ValueError(
+                    f"{who}: images differ in size: {str(paths[0])!r} is "
+                    f"{first[1]}x{first[0]} (HxW) but {str(path)!r} is {h}x{w}; pass "
+                    "size=(height, width) to resize them all"
+                )
+        target = (first[1], first[0])
+    if grayscale is None:
+        grayscale = all(mode in _GREY_MODES for mode in modes)
+    mode, channels = ("L", 1) if grayscale else ("RGB", 3)
+
+    images = np.empty((len(paths), channels, *target), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        with _open(Image, path, who) as im:
+            try:
+                if im.mode.startswith("I"):
+                    # 16-bit PNGs: Pillow's convert clips at 255; keep the high byte instead.
+                    high = np.clip(np.asarray(im, dtype=np.int64) >> 8, 0, 255)
+                    im = Image.fromarray(high.astype(np.uint8))
+                im = im.convert(mode) if im.mode != mode else im
+                if im.size != (target[1], target[0]):
+                    im = im.resize((target[1], target[0]), Image.Resampling.BILINEAR)
+                pixels = np.asarray(im, dtype=np.uint8)
+            except (OSError, ValueError, SyntaxError) as error:
+                raise ValueError(f"{who}: cannot decode {str(path)!r}: {error}") from None
+        images[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    return images
+
+
+def _open(Image: Any, path: Path, who: str) -> Any:
     """``Image.open(path)``, with any failure turned into a ValueError naming the file."""
     try:
         return Image.open(path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         # UnidentifiedImageError is an OSError; a bomb is a too-large image, not a corrupt one.
-        raise ValueError(f"ImageFolder: cannot read image {str(path)!r}: {error}") from None
+        raise ValueError(f"{who}: cannot read image {str(path)!r}: {error}") from None
 
 
 def _folder_names(dataset: Any, labels: np.ndarray) -> dict[int, str]:

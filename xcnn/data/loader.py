@@ -63,6 +63,12 @@ class DataLoader:
         Applied to each float batch on the backend, e.g.
         ``transforms.Compose([transforms.RandomCrop(32, 4), transforms.Normalize(...)])``.
         Its ``state_dict``, if any, is saved with the loader's.
+    batch_transform : callable, optional
+        Applied last, to the images and labels together: ``x, y =
+        batch_transform(x, y)``, e.g. ``transforms.MixUp(alpha=0.2, num_classes=10)``
+        or ``transforms.CutMix(...)``, which turn the labels into class
+        probabilities ``(B, K)`` (``nn.CrossEntropyLoss`` and :func:`xcnn.fit`
+        take them as targets). Its ``state_dict``, if any, is saved with the loader's.
     num_replicas, rank : int, optional
         Iterate only shard ``rank`` of ``num_replicas`` (given together). By
         default both come from :mod:`xcnn.distributed` at each iteration once it
@@ -86,7 +92,8 @@ class DataLoader:
         images are passed through as float32), on ``xcnn.backends.current()``
         as of the start of the epoch.
     y : array
-        int64, ``(B,)``, on the same backend.
+        int64, ``(B,)``, on the same backend (or whatever ``batch_transform``
+        makes of them: float ``(B, K)`` for MixUp and CutMix).
 
     Examples
     --------
@@ -117,6 +124,7 @@ class DataLoader:
         num_replicas: int | None = None,
         rank: int | None = None,
         even_shards: bool = True,
+        batch_transform: Callable[[Any, Any], tuple[Any, Any]] | None = None,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
             raise TypeError(f"DataLoader: batch_size must be an int, got {batch_size!r}")
@@ -158,6 +166,7 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
         self.transform = transform
+        self.batch_transform = batch_transform
         self.even_shards = bool(even_shards)
         self._replicas = None if num_replicas is None else (num_replicas, rank)
         self._images = images
@@ -280,6 +289,8 @@ class DataLoader:
                 x /= 255.0
             if self.transform is not None:
                 x = self.transform(x)
+            if self.batch_transform is not None:
+                x, y = self.batch_transform(x, y)
             # Count the batch as consumed when it is handed out: a checkpoint
             # taken while it is being trained on resumes with the next one.
             if b + 1 == num_batches:
@@ -318,8 +329,8 @@ class DataLoader:
             current epoch already handed out, 0 at an epoch boundary), ``rng``
             (the shuffling RNG state at the start of the current or next epoch),
             the sizes it was saved for, ``num_replicas`` and ``even_shards``
-            when ``position`` counts batches of a shard, and ``transform`` (the
-            transform's own state, when it has one). Every rank of a distributed
+            when ``position`` counts batches of a shard, and ``transform`` and
+            ``batch_transform`` (their own states, when they have one). Every rank of a distributed
             run has the same state, so rank 0's resumes them all.
         """
         state = {
@@ -338,6 +349,8 @@ class DataLoader:
             state["num_replicas"], state["even_shards"] = shards
         if hasattr(self.transform, "state_dict"):
             state["transform"] = self.transform.state_dict()
+        if hasattr(self.batch_transform, "state_dict"):
+            state["batch_transform"] = self.batch_transform.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -373,6 +386,8 @@ class DataLoader:
         self._stream_shared = True  # every rank loads the same state
         if "transform" in state and hasattr(self.transform, "load_state_dict"):
             self.transform.load_state_dict(state["transform"])
+        if "batch_transform" in state and hasattr(self.batch_transform, "load_state_dict"):
+            self.batch_transform.load_state_dict(state["batch_transform"])
 
     def __repr__(self) -> str:
         return (

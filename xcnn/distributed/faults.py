@@ -41,6 +41,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ __all__ = ["install"]
 
 # How long a rank that raised an every-rank error waits for the others to print theirs.
 _REPORT_SECONDS = 10.0
+# How long a failing rank lets the launcher forward its report before MPI_Abort.
+_FORWARD_SECONDS = 0.2
 
 _state: dict[str, Any] = {}
 
@@ -120,4 +123,8 @@ def _abort_on_exception(kind: type, value: BaseException, tb: Any) -> None:
             return
         except Exception:
             pass
+    # The launcher forwards the report from a pipe in its own event loop; an abort that
+    # reaches it first can end the job before the report is forwarded (seen once on a
+    # busy machine, the job then ended without saying which rank failed).
+    time.sleep(_FORWARD_SECONDS)
     comm.Abort(1)

@@ -17,6 +17,12 @@ module call. For the pool, the order does not matter: ReLU is monotone, so
 element in ``x`` and in ``relu(x)`` whenever the window's maximum is positive, and
 when it is not, both orders give the window a zero gradient. Run after the pool,
 the ReLU touches a quarter of the data (2x2 pooling).
+
+A third, chosen by the model rather than found by type: a ``Sequential`` told
+``fold_batchnorm(i)`` runs its ``Conv2d`` at ``i`` and the ``BatchNorm2d`` at ``i + 1``,
+in eval mode with no gradient recorded, as one convolution whose weights and bias
+take in the normalisation (see :class:`_ConvBatchNormEval`). Training, and eval with
+a gradient (a saliency map), run the two layers as they are.
 """
 
 from __future__ import annotations
@@ -24,7 +30,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, overload
 
+from xcnn.autograd import Tensor
+from xcnn.autograd.grad_mode import is_grad_enabled
+from xcnn.backends import array_namespace
+from xcnn.nn import functional as F
 from xcnn.nn.activation import ReLU
+from xcnn.nn.batchnorm import BatchNorm2d
+from xcnn.nn.conv import Conv2d
 from xcnn.nn.linear import Linear
 from xcnn.nn.module import Module
 from xcnn.nn.pool import MaxPool2d
@@ -40,6 +52,16 @@ class _WithReLU:
         return self.layer._forward(x, relu=True)
 
 
+def _folds(first: Module, second: Module) -> bool:
+    """Whether ``first, second`` is a convolution and a batch norm that can fold."""
+    return (
+        type(first) is Conv2d
+        and type(second) is BatchNorm2d
+        and second.num_features == first.out_channels
+        and second.track_running_stats
+    )
+
+
 def _fused_layer(first: Module, second: Module | None) -> Linear | MaxPool2d | None:
     """The layer that takes in the ReLU of the pair ``first, second``, if they fuse."""
     kinds = (type(first), type(second))
@@ -50,13 +72,110 @@ def _fused_layer(first: Module, second: Module | None) -> Linear | MaxPool2d | N
     return None
 
 
-def _run_order(modules: Iterable[Module]) -> list[Module | _WithReLU]:
+class _ConvBatchNormEval:
+    """A ``Conv2d`` and the ``BatchNorm2d`` after it; in eval mode without a gradient, one
+    convolution with the batch norm folded into its weights and bias.
+
+    With ``s = gamma / sqrt(running_var + eps)`` per output channel::
+
+        bn(conv(x, W) + b) = conv(x, W * s) + (b - running_mean) * s + beta
+
+    so the batch norm's pass over the activations (and its output array) goes away;
+    the folded bias rides in the convolution's matmul. The fold is worked out again at
+    every call, from the layers' current arrays: it touches only the weights (about
+    ``1 / (N * OH * OW)`` of the convolution's work), and a fold kept between calls
+    would go stale without notice when an optimizer or ``load_state_dict`` changes a
+    weight or a running statistic in place. Values agree with the two layers run one
+    after the other to float rounding.
+    """
+
+    def __init__(self, conv: Conv2d, bn: BatchNorm2d, fallback: list[Module | _WithReLU]):
+        self.conv = conv
+        self.bn = bn
+        self.fallback = fallback  # the two layers' own steps
+
+    def __call__(self, x: Any) -> Any:
+        conv, bn = self.conv, self.bn
+        if (
+            conv.training
+            or bn.training
+            or not bn.track_running_stats
+            or is_grad_enabled()
+            or not self._fits(x)
+        ):
+            for step in self.fallback:  # also what explains an unfitting input
+                x = step(x)
+            return x
+        weight, bias = fold_batchnorm_into_conv(conv, bn)
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def _fits(self, x: Any) -> bool:
+        """An input the two layers take without complaint (else they run, and raise)."""
+        weight = self.conv.weight.data
+        data = x.data if isinstance(x, Tensor) else x
+        return (
+            type(data) is type(weight)
+            and data.ndim == 4
+            and data.shape[1] == self.conv.in_channels
+            and data.dtype == weight.dtype
+            and self.bn.num_features == self.conv.out_channels
+        )
+
+
+def fold_batchnorm_into_conv(conv: Conv2d, bn: BatchNorm2d) -> tuple[Any, Any]:
+    """The weight and bias of one convolution that computes ``bn(conv(x))`` in eval mode.
+
+    Parameters
+    ----------
+    conv : Conv2d
+        ``out_channels`` equal to ``bn.num_features``.
+    bn : BatchNorm2d
+        With running statistics (``track_running_stats=True``).
+
+    Returns
+    -------
+    weight : array, shape (out_channels, in_channels / groups, KH, KW)
+        ``conv.weight * s`` per output channel, ``s = gamma / sqrt(running_var + eps)``.
+    bias : array, shape (out_channels,)
+        ``(conv.bias - running_mean) * s + beta`` (``conv.bias`` 0 when absent).
+
+    Examples
+    --------
+    >>> from xcnn import nn
+    >>> conv, bn = nn.Conv2d(3, 8, 3, bias=False, rng=0), nn.BatchNorm2d(8)
+    >>> weight, bias = nn.containers.fold_batchnorm_into_conv(conv, bn)
+    >>> weight.shape, bias.shape
+    ((8, 3, 3, 3), (8,))
+    """
+    xp = array_namespace(conv.weight.data)
+    # The order of batch_norm_eval's own arithmetic: 1/sqrt, then times gamma.
+    scale = 1.0 / xp.sqrt(bn.running_var + bn.eps)
+    if bn.affine:
+        scale = scale * bn.weight.data
+    weight = conv.weight.data * xp.reshape(scale, (-1, 1, 1, 1))
+    shift = -bn.running_mean * scale
+    if conv.bias is not None:
+        shift = conv.bias.data * scale + shift
+    if bn.affine:
+        shift = shift + bn.bias.data
+    return weight, shift
+
+
+def _run_order(
+    modules: Iterable[Module], folds: frozenset[int] = frozenset()
+) -> list[Module | _WithReLU | _ConvBatchNormEval]:
     """The steps that run ``modules``: a layer fused with its ReLU (see the top of this
-    file) is one step, every other module a step of its own."""
+    file) is one step, a convolution and batch norm declared in ``folds`` (by the
+    convolution's index) one step, every other module a step of its own."""
     order = list(modules)
-    steps: list[Module | _WithReLU] = []
+    steps: list[Module | _WithReLU | _ConvBatchNormEval] = []
     i = 0
     while i < len(order):
+        if i in folds and i + 1 < len(order) and _folds(order[i], order[i + 1]):
+            rest = _run_order(order[i + 1 : i + 2])
+            steps.append(_ConvBatchNormEval(order[i], order[i + 1], [order[i], *rest]))
+            i += 2
+            continue
         layer = _fused_layer(order[i], order[i + 1] if i + 1 < len(order) else None)
         if layer is not None:
             steps.append(_WithReLU(layer))
@@ -108,12 +227,72 @@ class Sequential(Module):
                 f"Sequential has {len(modules)} modules, index {index} is out of range"
             ) from None
 
+    def fold_batchnorm(self, *indices: int) -> Sequential:
+        """Declare convolution + batch norm pairs to run as one convolution in eval mode.
+
+        For each index ``i``, the ``Conv2d`` at ``i`` and the ``BatchNorm2d`` at ``i + 1``
+        run, in eval mode when no gradient is recorded (``model.eval()``, or under
+        ``xcnn.no_grad()``), as one convolution with the batch norm folded into its
+        weights and bias (:func:`fold_batchnorm_into_conv`). Parameters, buffers and
+        ``state_dict`` keys stay those of the two layers; training is unchanged.
+
+        Parameters
+        ----------
+        *indices : int
+            Positions of the convolutions.
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            An index does not hold a ``Conv2d`` followed by a ``BatchNorm2d`` with as
+            many features as the convolution has output channels.
+
+        Examples
+        --------
+        >>> from xcnn import nn
+        >>> block = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        >>> block.fold_batchnorm(0).eval()[0].out_channels
+        8
+        """
+        modules = list(self._modules.values())
+        for i in indices:
+            pair = modules[i : i + 2] if isinstance(i, int) and 0 <= i < len(modules) else []
+            if len(pair) != 2 or not _folds(*pair):
+                found = ", ".join(type(m).__name__ for m in pair) or "nothing"
+                raise ValueError(
+                    f"Sequential.fold_batchnorm: index {i!r} must hold a Conv2d followed by "
+                    f"a BatchNorm2d of its out_channels (with running statistics), found "
+                    f"{found}"
+                )
+        folds = self.__dict__.get("_folds", frozenset())
+        object.__setattr__(self, "_folds", folds | frozenset(indices))
+        return self
+
     def forward(self, x: Any) -> Any:
-        # The same layers, each ReLU that fuses into its neighbour run inside it (see
-        # the top of this file).
-        for module in _run_order(self._modules.values()):
+        # The same layers, each ReLU that fuses into its neighbour run inside it, each
+        # declared convolution + batch norm pair as one step (see the top of this file).
+        for module in self._steps():
             x = module(x)
         return x
+
+    def _steps(self) -> list[Module | _WithReLU | _ConvBatchNormEval]:
+        """``_run_order`` of the current modules, worked out again only when they change."""
+        key = (tuple(self._modules.values()), self.__dict__.get("_folds", frozenset()), _run_order)
+        cached = self.__dict__.get("_order")
+        if cached is None or cached[0] != key:
+            # _run_order is in the key: xcnn.summary swaps it to see every layer.
+            if _run_order is list:
+                steps = list(key[0])
+            else:
+                steps = _run_order(key[0], key[1])
+            cached = (key, steps)
+            object.__setattr__(self, "_order", cached)
+        return cached[1]
 
 
 class Residual(Module):

@@ -12,7 +12,7 @@ from typing import Any
 from xcnn.nn import functional as F
 from xcnn.nn import init
 from xcnn.nn.module import Module
-from xcnn.ops._geometry import output_size, pair
+from xcnn.ops._geometry import conv_padding, output_size, pair
 
 __all__ = ["Conv2d"]
 
@@ -24,7 +24,11 @@ class Conv2d(Module):
     ----------
     in_channels, out_channels : int
         Both divisible by ``groups``.
-    kernel_size, stride, padding, dilation : int or (int, int)
+    kernel_size, stride, dilation : int or (int, int)
+    padding : int, (int, int), "same" or "valid"
+        ``"valid"`` pads nothing; ``"same"`` (stride 1 only) keeps the input's size,
+        with the extra row/column of an odd total on the bottom/right, as PyTorch
+        does. Kept as given (a string stays a string, as in torch).
     groups : int
         Split channels into ``groups`` independent convolutions.
     bias : bool
@@ -48,7 +52,8 @@ class Conv2d(Module):
     Notes
     -----
     Shapes: ``(N, in_channels, H, W) -> (N, out_channels, OH, OW)`` with
-    ``OH = (H + 2*padding - dilation*(KH-1) - 1) // stride + 1``.
+    ``OH = (H + 2*padding - dilation*(KH-1) - 1) // stride + 1``; an unbatched
+    ``(in_channels, H, W)`` input gives ``(out_channels, OH, OW)``.
 
     Examples
     --------
@@ -59,6 +64,8 @@ class Conv2d(Module):
     Conv2d(1->6, kernel_size=(5, 5), padding=(2, 2))
     >>> conv(np.zeros((8, 1, 28, 28), dtype=np.float32)).shape
     (8, 6, 28, 28)
+    >>> nn.Conv2d(1, 2, 4, padding="same", rng=0)(np.zeros((1, 5, 5), dtype=np.float32)).shape
+    (2, 5, 5)
     """
 
     def __init__(
@@ -67,7 +74,7 @@ class Conv2d(Module):
         out_channels: int,
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
+        padding: int | tuple[int, int] | str = 0,
         dilation: int | tuple[int, int] = 1,
         groups: int = 1,
         bias: bool = True,
@@ -93,18 +100,20 @@ class Conv2d(Module):
         self.out_channels = out_channels
         self.kernel_size = pair(kernel_size, f"{label}: kernel_size")
         self.stride = pair(stride, f"{label}: stride")
-        self.padding = pair(padding, f"{label}: padding")
+        self.padding = padding if isinstance(padding, str) else pair(padding, f"{label}: padding")
         self.dilation = pair(dilation, f"{label}: dilation")
         self.groups = groups
         checks = (
             ("kernel_size", self.kernel_size, 1, "positive"),
             ("stride", self.stride, 1, "positive"),
-            ("padding", self.padding, 0, "non-negative"),
+            ("padding", (0, 0) if isinstance(padding, str) else self.padding, 0, "non-negative"),
             ("dilation", self.dilation, 1, "positive"),
         )
         for name, value, low, word in checks:
             if min(value) < low:
                 raise ValueError(f"{label}: {name} must be {word}, got {value}")
+        # ((top, left), (bottom, right)); also refuses a bad string or "same" with a stride.
+        self._pads = conv_padding(label, padding, self.kernel_size, self.stride, self.dilation)
 
         kh, kw = self.kernel_size
         fan_in = in_channels // groups * kh * kw
@@ -116,7 +125,7 @@ class Conv2d(Module):
     def extra_repr(self) -> str:
         parts = [f"{self.in_channels}->{self.out_channels}", f"kernel_size={self.kernel_size}"]
         defaults = (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)))
-        parts += [f"{n}={getattr(self, n)}" for n, d in defaults if getattr(self, n) != d]
+        parts += [f"{n}={getattr(self, n)!r}" for n, d in defaults if getattr(self, n) != d]
         if self.groups != 1:
             parts.append(f"groups={self.groups}")
         if self.bias is None:
@@ -127,28 +136,27 @@ class Conv2d(Module):
         return f"Conv2d({self.in_channels}->{self.out_channels})"
 
     def forward(self, x: Any) -> Any:
-        """Convolve ``x`` of shape ``(N, in_channels, H, W)``."""
+        """Convolve ``x`` of shape ``(N, in_channels, H, W)`` or ``(in_channels, H, W)``."""
         self._check_backend(x)
         shape = tuple(x.shape)
-        if len(shape) != 4:
+        if len(shape) not in (3, 4):
             raise ValueError(
-                f"{self._label()}: expected a 4-D input (N, C, H, W), got shape {shape}"
+                f"{self._label()}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, "
+                f"got shape {shape}"
             )
-        if shape[1] != self.in_channels:
+        if shape[-3] != self.in_channels:
             raise ValueError(
                 f"{self._label()}: expected input with {self.in_channels} channels, "
                 f"got shape {shape}"
             )
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-        )
-        oh, ow = output_size(shape[2], kh, sh, ph, dh), output_size(shape[3], kw, sw, pw, dw)
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        (top, left), (bottom, right) = self._pads
+        # output_size pads both sides alike: pad by `bottom` and add the difference to H.
+        oh = output_size(shape[-2] + top - bottom, kh, sh, bottom, dh)
+        ow = output_size(shape[-1] + left - right, kw, sw, right, dw)
         if oh < 1 or ow < 1:
             raise ValueError(
-                f"{self._label()}: input of spatial size {shape[2:]} with padding "
+                f"{self._label()}: input of spatial size {shape[-2:]} with padding "
                 f"{self.padding} is smaller than the dilated kernel "
                 f"{(dh * (kh - 1) + 1, dw * (kw - 1) + 1)} (output size {(oh, ow)}); "
                 f"got shape {shape}"

@@ -26,6 +26,7 @@ from xcnn.ops import batchnorm as _bn
 from xcnn.ops import conv as _conv
 from xcnn.ops import loss as _loss
 from xcnn.ops import pool as _pool
+from xcnn.ops._geometry import conv_padding, crop2d, pad2d, pair
 from xcnn.ops.dropout import _check_p
 from xcnn.ops.dropout import dropout as _dropout
 from xcnn.ops.dropout import dropout_backward as _dropout_backward
@@ -49,6 +50,44 @@ __all__ = [
     "softmax",
     "tanh",
 ]
+
+
+# -- unbatched input and explicit padding ---------------------------------------------------
+
+
+def _unbatched(input: Any, who: str, run: Callable[[Any], Tensor]) -> Tensor:
+    """``run`` on ``input``, a ``(C, H, W)`` input as a batch of one, as torch does.
+
+    The batch axis is added and removed by graph reshapes, so gradients (in both APIs)
+    come back in the ``(C, H, W)`` shape.
+    """
+    ndim = len(as_array(input).shape)
+    if ndim == 4:
+        return run(input)
+    if ndim != 3:
+        raise ValueError(
+            f"{who}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape "
+            f"{tuple(as_array(input).shape)}"
+        )
+    x = input if isinstance(input, Tensor) else Tensor(input)
+    y = run(x.reshape(1, *x.shape))
+    return y.reshape(*y.shape[1:])
+
+
+class Pad2d(Function):
+    """Constant padding of the last two axes, ``before`` on the top/left and ``after`` on
+    the bottom/right; backward crops. For what implicit (symmetric) padding cannot do."""
+
+    name = "pad"  # how errors name it
+
+    @staticmethod
+    def forward(ctx: Context, x: Any, before: Any, after: Any, value: float = 0.0) -> Any:
+        ctx.crop = (before, tuple(int(s) for s in x.shape[-2:]))
+        return pad2d(x, before, after, value, xp=array_namespace(x))
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        return crop2d(grad, *ctx.crop)
 
 
 # -- convolution and linear -------------------------------------------------------------
@@ -102,11 +141,15 @@ def conv2d(
     weight: Any,
     bias: Any = None,
     stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    padding: int | tuple[int, int] | str = 0,
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
 ) -> Tensor:
-    """2-D convolution over ``(N, C, H, W)``, as ``torch.nn.functional.conv2d``.
+    """2-D convolution over ``(N, C, H, W)`` or ``(C, H, W)``, as ``torch.nn.functional.conv2d``.
+
+    ``padding`` is an int, a pair, ``"valid"`` (none) or ``"same"`` (stride 1 only: the
+    output has the input's size; an odd total ``dilation*(k-1)`` puts the extra row or
+    column on the bottom/right, as PyTorch does, by padding the input explicitly).
 
     Examples
     --------
@@ -123,7 +166,19 @@ def conv2d(
     array([[9., 9.],
            [9., 9.]], dtype=float32)
     """
-    return Conv2d.apply(input, weight, bias, stride, padding, dilation, groups)
+    if isinstance(padding, str):
+        kernel = tuple(int(k) for k in as_array(weight).shape[-2:])
+        before, after = conv_padding("conv2d", padding, kernel, stride, dilation)
+    else:
+        before = after = pair(padding, "conv2d: padding")
+
+    def run(x: Any) -> Tensor:
+        if after != before:  # "same" with an even dilated kernel: the extra goes last
+            extra = (after[0] - before[0], after[1] - before[1])
+            x = Pad2d.apply(x, (0, 0), extra)
+        return Conv2d.apply(x, weight, bias, stride, before, dilation, groups)
+
+    return _unbatched(input, "conv2d", run)
 
 
 class Linear(Function):
@@ -303,21 +358,45 @@ class MaxPool2d(Function):
 
     @staticmethod
     def forward(
-        ctx: Context, x: Any, kernel_size: Any, stride: Any, padding: Any, relu: bool = False
+        ctx: Context,
+        x: Any,
+        kernel_size: Any,
+        stride: Any,
+        padding: Any,
+        relu: bool = False,
+        ceil_mode: bool = False,
     ) -> Any:
         window = (kernel_size, stride, padding)
         if not ctx.needs_input_grad[0]:  # nothing to route a gradient to: skip the argmax
-            return _pool.max_pool2d(x, *window, return_indices=False, relu=relu)
-        y, indices = _pool.max_pool2d(x, *window, relu=relu)
+            return _pool.max_pool2d(
+                x, *window, ceil_mode=ceil_mode, return_indices=False, relu=relu
+            )
+        y, indices = _pool.max_pool2d(x, *window, ceil_mode=ceil_mode, relu=relu)
         ctx.save_for_backward(indices, y if relu else None)
-        ctx.meta = (tuple(x.shape), window)
+        ctx.meta = (tuple(x.shape), window, ceil_mode)
         return y
 
     @staticmethod
     def backward(ctx: Context, grad: Any) -> Any:
         indices, relu_output = ctx.saved_tensors
-        shape, window = ctx.meta
-        return _pool.max_pool2d_backward(grad, indices, shape, *window, relu_output=relu_output)
+        shape, window, ceil_mode = ctx.meta
+        return _pool.max_pool2d_backward(
+            grad, indices, shape, *window, ceil_mode=ceil_mode, relu_output=relu_output
+        )
+
+
+def check_max_pool_options(who: str, dilation: Any, return_indices: Any) -> None:
+    """Refuse the torch max-pool options xcnn does not have, naming them."""
+    if dilation not in (1, (1, 1), [1, 1]) or isinstance(dilation, bool):
+        raise ValueError(
+            f"{who}: dilation={dilation!r} is not supported (xcnn's max pooling is "
+            "undilated); use dilation=1"
+        )
+    if return_indices is not False:
+        raise ValueError(
+            f"{who}: return_indices={return_indices!r} is not supported (xcnn's indices "
+            "are window offsets, not torch's flat positions); use return_indices=False"
+        )
 
 
 def max_pool2d(
@@ -325,23 +404,46 @@ def max_pool2d(
     kernel_size: int | tuple[int, int],
     stride: int | tuple[int, int] | None = None,
     padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
 ) -> Tensor:
-    """2-D max pooling (floor mode); the gradient of a window goes to its first maximum."""
-    return MaxPool2d.apply(input, kernel_size, stride, padding)
+    """2-D max pooling over ``(N, C, H, W)`` or ``(C, H, W)``, torch's signature.
+
+    The gradient of a window goes to its first maximum. ``ceil_mode`` rounds the output
+    size up (PyTorch's rule); ``dilation`` other than 1 and ``return_indices=True`` are
+    refused with a ``ValueError``.
+    """
+    check_max_pool_options("max_pool2d", dilation, return_indices)
+    return _unbatched(
+        input,
+        "max_pool2d",
+        lambda x: MaxPool2d.apply(x, kernel_size, stride, padding, ceil_mode=ceil_mode),
+    )
 
 
 class AvgPool2d(Function):
     name = "avg_pool2d"  # how errors name it
 
     @staticmethod
-    def forward(ctx: Context, x: Any, kernel_size: Any, stride: Any, padding: Any) -> Any:
-        ctx.meta = (tuple(x.shape), (kernel_size, stride, padding))
-        return _pool.avg_pool2d(x, kernel_size, stride, padding)
+    def forward(
+        ctx: Context,
+        x: Any,
+        kernel_size: Any,
+        stride: Any,
+        padding: Any,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+    ) -> Any:
+        options = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        ctx.meta = (tuple(x.shape), options)
+        return _pool.avg_pool2d(x, *options)
 
     @staticmethod
     def backward(ctx: Context, grad: Any) -> Any:
-        shape, window = ctx.meta
-        return _pool.avg_pool2d_backward(grad, shape, *window)
+        shape, options = ctx.meta
+        return _pool.avg_pool2d_backward(grad, shape, *options)
 
 
 def avg_pool2d(
@@ -349,9 +451,17 @@ def avg_pool2d(
     kernel_size: int | tuple[int, int],
     stride: int | tuple[int, int] | None = None,
     padding: int | tuple[int, int] = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
 ) -> Tensor:
-    """2-D average pooling, zero padding counted in the divisor (PyTorch's default)."""
-    return AvgPool2d.apply(input, kernel_size, stride, padding)
+    """2-D average pooling over ``(N, C, H, W)`` or ``(C, H, W)``, torch's options.
+
+    Zero padding is counted in the divisor unless ``count_include_pad=False``;
+    ``divisor_override`` replaces the divisor; ``ceil_mode`` rounds the output size up.
+    """
+    options = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    return _unbatched(input, "avg_pool2d", lambda x: AvgPool2d.apply(x, *options))
 
 
 class AdaptiveAvgPool2d(Function):
@@ -359,17 +469,25 @@ class AdaptiveAvgPool2d(Function):
 
     @staticmethod
     def forward(ctx: Context, x: Any, output_size: Any = 1) -> Any:
-        ctx.shape = tuple(x.shape)
+        ctx.meta = (tuple(x.shape), output_size)
         return _pool.adaptive_avg_pool2d(x, output_size)
 
     @staticmethod
     def backward(ctx: Context, grad: Any) -> Any:
-        return _pool.adaptive_avg_pool2d_backward(grad, ctx.shape)
+        shape, output_size = ctx.meta
+        return _pool.adaptive_avg_pool2d_backward(grad, shape, output_size)
 
 
-def adaptive_avg_pool2d(input: Any, output_size: int | tuple[int, int]) -> Tensor:
-    """Global average pooling (``output_size`` 1); other sizes raise ``ValueError``."""
-    return AdaptiveAvgPool2d.apply(input, output_size=output_size)
+def adaptive_avg_pool2d(input: Any, output_size: Any) -> Tensor:
+    """Average pooling to ``output_size`` (int, or a pair of ints or ``None``), PyTorch's bins.
+
+    ``None`` keeps that input size; ``(N, C, H, W)`` or ``(C, H, W)`` input.
+    """
+    return _unbatched(
+        input,
+        "adaptive_avg_pool2d",
+        lambda x: AdaptiveAvgPool2d.apply(x, output_size=output_size),
+    )
 
 
 # -- dropout and batch norm ------------------------------------------------------------------

@@ -8,13 +8,15 @@ their per-call work in the tens to hundreds of microseconds (a thread issuing ca
 of a few microseconds each spends its time waiting for the GIL instead).
 
 Inside every region that calls BLAS (convolution, linear) BLAS is held to one
-thread, whatever the xcnn thread count (``set_num_threads(1)`` means one core). The
-fast paths' matmuls are per chunk of images, too small for OpenBLAS to split well;
-two callers that each start OpenBLAS's own threads oversubscribe the cores; and
-after a multi-threaded call OpenBLAS's helper threads spin for a while, taking a
-core from xcnn's threads (measured on 2 cores: a LeNet-5 training step used twice
-its wall time in CPU time). BLAS gets its own setting back when the last region
-ends, so the caller's matmuls outside xcnn are unaffected.
+thread, with one xcnn thread as with several. The fast paths' matmuls are per
+chunk of images, too small for OpenBLAS to split well; two callers that each start
+OpenBLAS's own threads oversubscribe the cores; and after a multi-threaded call
+OpenBLAS's helper threads spin for a while, taking a core from xcnn's threads
+(measured on 2 cores: a LeNet-5 training step used twice its wall time in CPU
+time). With one xcnn thread and BLAS left to its own two threads, a LeNet-5 step at
+batch 32 took 32-64 ms on the shared 2-core machine, against 3.7-4.4 ms with BLAS
+on one thread. BLAS gets its own setting back when the last region ends, so the
+caller's matmuls outside xcnn are unaffected.
 
 Results do not depend on the threads' timing: each thread writes its own slice of the
 output, and the partial sums the caller gets back are added in slice order. They can
@@ -79,7 +81,7 @@ def get_num_threads() -> int:
     """The number of CPU threads the NumPy fast paths split a batch across.
 
     The default is ``XCNN_NUM_THREADS`` if set, else the number of CPUs this
-    process may run on. 1 runs everything on the calling thread.
+    process may run on. 1 runs everything on the calling thread, BLAS calls too.
     """
     global _num_threads
     count = _num_threads  # read on every region: no lock once it is set
@@ -288,18 +290,18 @@ def map_batch(
     the first error (in span order) is then raised.
 
     ``blas=True`` says ``fn`` calls BLAS. BLAS then runs single-threaded inside
-    ``fn``, even when the work is too small to split: a multi-threaded OpenBLAS call
-    leaves its helper threads spinning for a while, and on a machine with few cores
-    they take a core from xcnn's own threads (measured on 2 cores: a LeNet-5 training
-    step used twice its wall time in CPU time). With one xcnn thread too, which is
-    what ``set_num_threads(1)`` promises: OpenBLAS splitting each chunk's small
-    matmul over its own threads made a ResNet-20 batch-128 inference take 14 s
-    instead of 0.44 s on the 2-core machine while other processes kept it busy.
-    Regions without BLAS skip the switch, which costs about 20 us.
+    ``fn``, also with one xcnn thread and when the work is too small to split: a
+    multi-threaded OpenBLAS call leaves its helper threads spinning for a while, and
+    on a machine with few cores they take a core from xcnn's own threads (measured on
+    2 cores: a LeNet-5 training step used twice its wall time in CPU time). Regions
+    without BLAS skip the switch, which costs about 3 us.
     """
-    if getattr(_inside, "active", False) or (get_num_threads() == 1 and not blas):
+    if getattr(_inside, "active", False):  # a region inside a span: already set up
         return [fn(0, n)]
-    parts = spans(n, GRAIN, item_size)
+    single = get_num_threads() == 1
+    if single and not blas:
+        return [fn(0, n)]
+    parts = [(0, n)] if single else spans(n, GRAIN, item_size)
     if blas:
         _limit_blas()
     try:

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from array_api_compat import device
+
 from xcnn import backends
 from xcnn.backends import array_namespace
 from xcnn.ops._dispatch import fast_path
@@ -118,8 +120,12 @@ def _check(label: str, x: Any, **per_channel: Any) -> None:
 
 
 def check_batch(label: str, shape: tuple[int, ...]) -> None:
-    """Raise unless a channel has more than one value (batch statistics need two)."""
-    if values_per_channel(shape) <= 1:
+    """Raise when a channel has exactly one value (batch statistics need two).
+
+    An empty batch (no values at all) passes, as in PyTorch: its output is empty and the
+    running statistics stay as they are.
+    """
+    if values_per_channel(shape) == 1:
         raise ValueError(
             f"{label}: expected more than 1 value per channel when training, got input "
             f"shape {tuple(shape)}"
@@ -171,6 +177,13 @@ def batch_norm_train(
     _check(label, x, gamma=gamma, beta=beta)
     check_batch(label, tuple(x.shape))
     xp = array_namespace(x)
+    channels = (x.shape[1],)
+    if values_per_channel(tuple(x.shape)) == 0:
+        # An empty batch, as torch: an empty output, no statistics to learn from (the
+        # update below leaves the running ones as they are).
+        zeros = xp.zeros(channels, dtype=x.dtype, device=device(x))
+        cache = BatchNormCache(xp.zeros_like(x), zeros + 1.0, zeros, zeros + 1.0)
+        return _affine(cache.x_hat, gamma, beta), cache
     # (N, C) inputs stay on the twin: with one value per row the fast path's
     # per-row reductions measured slower.
     if fast_path(xp) == "numpy" and x.ndim > 2 and x.flags.c_contiguous:
@@ -185,7 +198,6 @@ def batch_norm_train(
     inv_std = 1.0 / xp.sqrt(var + eps)
     # In place on arrays made here: full-size passes and allocations are the cost.
     x_hat *= inv_std
-    channels = (x.shape[1],)
     cache = BatchNormCache(
         x_hat,
         xp.reshape(inv_std, channels),
@@ -227,6 +239,7 @@ def batch_norm_backward(
     if (
         fast_path(xp) == "numpy"
         and ndim > 2
+        and values_per_channel(tuple(x_hat.shape)) > 0
         and grad_output.flags.c_contiguous
         and x_hat.flags.c_contiguous
         and x_hat.dtype == grad_output.dtype
@@ -238,7 +251,8 @@ def batch_norm_backward(
     gbeta = xp.sum(grad_output, axis=axes)
     ggamma = xp.sum(grad_output * x_hat, axis=axes)
     scale = cache.inv_std if gamma is None else gamma * cache.inv_std
-    per_value = 1.0 / values_per_channel(tuple(x_hat.shape))
+    # max: an empty batch has nothing to spread (gx is empty, ggamma and gbeta are 0).
+    per_value = 1.0 / max(values_per_channel(tuple(x_hat.shape)), 1)
     # gx = scale * (gy - x_hat * ggamma/M - gbeta/M), one allocation, in-place passes.
     gx = x_hat * _per_channel(-ggamma * per_value, ndim)
     gx += grad_output
@@ -343,6 +357,8 @@ def batch_norm_update_running(
     running_mean, running_var : array, shape (C,)
     """
     m = values_per_channel(tuple(cache.x_hat.shape))
+    if m == 0:  # an empty batch moves nothing, as in torch
+        return running_mean, running_var
     unbiased = cache.var * (m / (m - 1))
     keep = 1.0 - momentum
     return (

@@ -29,6 +29,8 @@ import math
 import numbers
 from typing import Any
 
+from array_api_compat import device
+
 from xcnn import backends
 from xcnn.backends import array_namespace
 
@@ -154,10 +156,9 @@ def _check_cross_entropy(
     if logits.ndim != 2:
         raise ValueError(f"{who}: expected logits of shape (N, C), got shape {tuple(logits.shape)}")
     n, c = (int(v) for v in logits.shape)
-    if n == 0 or c == 0:
+    if c == 0:
         raise ValueError(
-            f"{who}: expected a non-empty batch and at least one class, "
-            f"got logits of shape {tuple(logits.shape)}"
+            f"{who}: expected at least one class, got logits of shape {tuple(logits.shape)}"
         )
     if weight is not None:
         try:
@@ -322,6 +323,9 @@ def _softmax_cross_entropy(
         loss = per_sample
     elif reduction == "sum":
         loss = _zero_d(xp, xp.sum(per_sample))
+    elif n == 0:
+        # The mean of no samples is NaN, as in torch (said outright: 0/0 would warn).
+        loss = xp.asarray(float("nan"), dtype=logits.dtype, device=device(logits))
     else:
         loss = _zero_d(xp, xp.sum(per_sample) / denom)
     return loss, (xp.exp(log_probs), coef, denom, reduction)
@@ -386,7 +390,7 @@ def softmax_cross_entropy_backward(cache: tuple[Any, ...], grad: Any = 1.0) -> A
     gz = probs * rows - coef
     if reduction == "none":
         return gz * scale[:, None]
-    if reduction == "sum":
+    if reduction == "sum" or probs.shape[0] == 0:  # no rows: nothing to divide
         return gz * scale
     # Rows with nothing to add (ignored targets) get exactly 0, also when the divisor
     # is 0 (every target ignored: the loss is NaN, the gradient 0, as in torch).
@@ -404,8 +408,6 @@ def _check_mse(input: Any, target: Any, who: str) -> Any:
             f"{who}: expected target of the input's shape {tuple(input.shape)}, "
             f"got shape {tuple(target.shape)}"
         )
-    if math.prod(tuple(input.shape)) == 0:
-        raise ValueError(f"{who}: expected a non-empty input, got shape {tuple(input.shape)}")
     # Casting keeps the loss in the input's dtype (float64 targets would promote it).
     return xp.astype(target, input.dtype, copy=False)
 
@@ -446,7 +448,11 @@ def _mse_loss(input: Any, target: Any, reduction: str = "mean") -> tuple[Any, An
     squared = diff * diff
     if reduction == "none":
         return squared, (diff, reduction)
-    total = xp.sum(squared) if reduction == "sum" else xp.mean(squared)
+    if reduction == "mean" and math.prod(tuple(diff.shape)) == 0:
+        # The mean of no elements is NaN, as in torch (said outright: numpy would warn).
+        total = xp.asarray(float("nan"), dtype=diff.dtype, device=device(diff))
+    else:
+        total = xp.sum(squared) if reduction == "sum" else xp.mean(squared)
     return _zero_d(xp, total), (diff, reduction)
 
 
@@ -466,7 +472,8 @@ def mse_loss_backward(cache: Any, grad: Any = 1.0) -> Any:
     diff, reduction = cache
     if reduction == "none":
         return diff * (2.0 * _scale(grad, diff, "mse_loss_backward"))
-    scale = _scale(grad, diff[(0,) * diff.ndim], "mse_loss_backward")
-    if reduction == "sum":
-        return diff * (scale * 2.0)
-    return diff * (scale * (2.0 / math.prod(tuple(diff.shape))))
+    like = array_namespace(diff).zeros((), dtype=diff.dtype, device=device(diff))
+    scale = _scale(grad, like, "mse_loss_backward")
+    # max: no elements, nothing to divide (the gradient is empty).
+    count = 1 if reduction == "sum" else max(math.prod(tuple(diff.shape)), 1)
+    return diff * (scale * (2.0 / count))

@@ -21,13 +21,29 @@ first maximum's, as PyTorch does. ``indices`` hold window offsets ``k`` (not
 PyTorch's flat ``h*W + w``), int8 when ``KH*KW <= 127`` else int32: small, and what
 the backward pass compares against.
 
-Average pooling (zero padding, ``count_include_pad=True``: the divisor is always
-``KH*KW``)::
+``ceil_mode=True`` (PyTorch's rule) rounds ``OH``/``OW`` up, as long as the last
+window starts inside the input or its left padding; such a window may hang past the
+padded input, so ``x_pad`` gets ``EH``/``EW`` more rows/columns on the bottom/right
+(``PoolGeometry.eh``/``ew``), which count as padding.
 
-    y[n, c, oh, ow]  = sum_k x_pad[n, c, oh*SH + i, ow*SW + j] / (KH*KW)
-    gx_pad[n, c, oh*SH + i, ow*SW + j] += gy[n, c, oh, ow] / (KH*KW)
+Average pooling (zero padding)::
 
-Global average pooling (``adaptive_avg_pool2d`` with output size 1)::
+    y[n, c, oh, ow]  = sum_k x_pad[n, c, oh*SH + i, ow*SW + j] / D[oh, ow]
+    gx_pad[n, c, oh*SH + i, ow*SW + j] += gy[n, c, oh, ow] / D[oh, ow]
+
+with ``D = KH*KW`` by default (``count_include_pad=True``), the count of real pixels
+in the window with ``count_include_pad=False``, and ``divisor_override`` when given.
+With ``ceil_mode`` and ``count_include_pad=True``, the part of a window past the
+padded input is not counted (PyTorch's divisor). ``D`` is a product of a row count
+and a column count (``_geometry.avg_pool_divisors``).
+
+Adaptive average pooling to ``(OH, OW)``: output ``i`` averages the bin
+``[floor(i*H/OH), ceil((i+1)*H/OH))`` (bins overlap when OH does not divide H), which
+is a product of two averaging matrices ``A_H (OH, H)`` and ``A_W (OW, W)``::
+
+    y  = A_H @ x @ A_W^T            gx = A_H^T @ gy @ A_W
+
+Global average pooling (output size 1) is the mean over ``(H, W)``::
 
     y[n, c, 0, 0] = mean_{h, w} x[n, c, h, w]           gx[n, c, h, w] = gy[n, c, 0, 0] / (H*W)
 
@@ -40,7 +56,8 @@ Implementations of max pooling (one dispatcher, see ``xcnn.ops._dispatch``):
   KH*KW masked slices ``where(indices == k, gy, 0)`` back.
 * NumPy (``ops/_numpy/pool.py``): the same loop with in-place ufuncs, a two-stage
   pairwise kernel for the common 2x2 / stride-2 case, direct writes (no
-  accumulation) when windows do not overlap.
+  accumulation) when windows do not overlap. ``ceil_mode`` windows past the padded
+  input (``eh``/``ew`` > 0) take the standard path instead.
 * CuPy (``ops/_cupy/pool.py``): one kernel per output for max+argmax; backward gathers,
   for each input pixel, the windows that cover it (deterministic, no atomics).
 
@@ -60,7 +77,12 @@ from xcnn.ops import activation
 from xcnn.ops._dispatch import fast_path
 from xcnn.ops._geometry import (
     PoolGeometry,
+    adaptive_bins,
+    adaptive_size,
+    avg_pool_divisors,
+    crop2d,
     index_dtype,
+    pad2d,
     pool_geometry,
     window_index,
 )
@@ -95,17 +117,22 @@ def _window(a: Any, i: int, j: int, g: PoolGeometry) -> Any:
 
 
 def _pad(xp: Any, x: Any, g: PoolGeometry, value: float) -> Any:
-    if g.ph == 0 and g.pw == 0:
-        return x
-    n, c, h, w = x.shape
-    padded = xp.full((n, c, h + 2 * g.ph, w + 2 * g.pw), value, dtype=x.dtype, device=device(x))
-    padded[:, :, g.ph : g.ph + h, g.pw : g.pw + w] = x
-    return padded
+    return pad2d(x, (g.ph, g.pw), (g.ph + g.eh, g.pw + g.ew), value, xp=xp)
+
+
+def _padded_zeros(xp: Any, like: Any, input_shape: tuple[int, ...], g: PoolGeometry) -> Any:
+    n, c, h, w = input_shape
+    shape = (n, c, h + 2 * g.ph + g.eh, w + 2 * g.pw + g.ew)
+    return xp.zeros(shape, dtype=like.dtype, device=device(like))
 
 
 def _crop(gx_pad: Any, input_shape: tuple[int, ...], g: PoolGeometry) -> Any:
-    h, w = input_shape[2], input_shape[3]
-    return gx_pad[:, :, g.ph : g.ph + h, g.pw : g.pw + w]
+    return crop2d(gx_pad, (g.ph, g.pw), (int(input_shape[2]), int(input_shape[3])))
+
+
+def _check_ceil_mode(label: str, ceil_mode: Any) -> None:
+    if not isinstance(ceil_mode, bool):
+        raise TypeError(f"{label}: ceil_mode must be True or False, got {ceil_mode!r}")
 
 
 # -- max pooling ------------------------------------------------------------------------
@@ -117,6 +144,7 @@ def max_pool2d(
     stride: int | tuple[int, int] | None = None,
     padding: int | tuple[int, int] = 0,
     *,
+    ceil_mode: bool = False,
     return_indices: bool = True,
     relu: bool = False,
 ) -> Any:
@@ -131,6 +159,9 @@ def max_pool2d(
         Defaults to ``kernel_size``.
     padding : int or (int, int), default 0
         Implicit padding with the dtype's lowest finite value; at most half the kernel.
+    ceil_mode : bool, default False
+        Round the output size up (PyTorch's rule: the last window starts inside the
+        input or its left padding).
     return_indices : bool, default True
         ``False`` returns ``y`` alone and skips the argmax (inference needs no
         backward, and the comparisons are most of the work).
@@ -162,9 +193,10 @@ def max_pool2d(
     array([[[[1, 0]]]], dtype=int8)
     """
     xp = array_namespace(x)
-    g = pool_geometry("max_pool2d", tuple(x.shape), kernel_size, stride, padding)
+    _check_ceil_mode("max_pool2d", ceil_mode)
+    g = pool_geometry("max_pool2d", tuple(x.shape), kernel_size, stride, padding, ceil_mode)
     _check_float("max_pool2d", xp, x)
-    path = fast_path(xp)
+    path = _max_pool_path(xp, g)
     if path == "numpy":
         from xcnn.ops._numpy import pool as _pool_numpy
 
@@ -192,6 +224,7 @@ def max_pool2d_backward(
     stride: int | tuple[int, int] | None = None,
     padding: int | tuple[int, int] = 0,
     *,
+    ceil_mode: bool = False,
     relu_output: Any = None,
 ) -> Any:
     """Gradient of :func:`max_pool2d` w.r.t. its input: each window's gradient goes to its argmax.
@@ -203,7 +236,7 @@ def max_pool2d_backward(
         The ``indices`` returned by :func:`max_pool2d`.
     input_shape : tuple of int
         ``(N, C, H, W)`` of the forward input.
-    kernel_size, stride, padding
+    kernel_size, stride, padding, ceil_mode
         As given to :func:`max_pool2d`.
     relu_output : array, shape (N, C, OH, OW), optional
         The ``y`` of ``max_pool2d(..., relu=True)``: the ReLU's backward is applied
@@ -217,7 +250,8 @@ def max_pool2d_backward(
     """
     xp = array_namespace(grad_output, indices)
     label = "max_pool2d_backward"
-    g = pool_geometry(label, input_shape, kernel_size, stride, padding)
+    _check_ceil_mode(label, ceil_mode)
+    g = pool_geometry(label, input_shape, kernel_size, stride, padding, ceil_mode)
     _check_grad(label, grad_output, input_shape, g)
     if tuple(indices.shape) != tuple(grad_output.shape):
         raise ValueError(
@@ -230,7 +264,7 @@ def max_pool2d_backward(
             f"of grad_output {tuple(grad_output.shape)}"
         )
     shape = tuple(int(s) for s in input_shape)
-    path = fast_path(xp)
+    path = _max_pool_path(xp, g)
     if path == "numpy":
         from xcnn.ops._numpy import pool as _pool_numpy
 
@@ -242,6 +276,14 @@ def max_pool2d_backward(
 
         return _pool_cupy.max_pool2d_backward(grad_output, indices, shape, g)
     return _max_pool2d_backward_standard(xp, grad_output, indices, shape, g)
+
+
+def _max_pool_path(xp: Any, g: PoolGeometry) -> str | None:
+    """The fast path for this geometry: NumPy's pads only by ``ph``/``pw`` on each side,
+    so ``ceil_mode`` windows past the padded input take the standard path there (the
+    CUDA kernels read every tap past the input as padding, so they cover them)."""
+    path = fast_path(xp)
+    return None if path == "numpy" and (g.eh or g.ew) else path
 
 
 def _max_pool2d_standard(xp: Any, x: Any, g: PoolGeometry) -> tuple[Any, Any]:
@@ -268,8 +310,7 @@ def _max_pool2d_values_standard(xp: Any, x: Any, g: PoolGeometry) -> Any:
 def _max_pool2d_backward_standard(
     xp: Any, gy: Any, indices: Any, input_shape: tuple[int, ...], g: PoolGeometry
 ) -> Any:
-    n, c, h, w = input_shape
-    gx_pad = xp.zeros((n, c, h + 2 * g.ph, w + 2 * g.pw), dtype=gy.dtype, device=device(gy))
+    gx_pad = _padded_zeros(xp, gy, input_shape, g)
     zero = xp.zeros((), dtype=gy.dtype, device=device(gy))
     for k in range(g.kh * g.kw):
         at = window_index(k // g.kw, k % g.kw, g)
@@ -280,13 +321,58 @@ def _max_pool2d_backward_standard(
 # -- average pooling ----------------------------------------------------------------------
 
 
+def _check_avg_options(label: str, count_include_pad: Any, divisor_override: Any) -> None:
+    if not isinstance(count_include_pad, bool):
+        raise TypeError(
+            f"{label}: count_include_pad must be True or False, got {count_include_pad!r}"
+        )
+    if divisor_override is not None and (
+        isinstance(divisor_override, bool)
+        or not isinstance(divisor_override, int)
+        or divisor_override == 0
+    ):
+        raise ValueError(
+            f"{label}: divisor_override must be a non-zero int or None, got {divisor_override!r}"
+        )
+
+
+def _avg_divisor(
+    xp: Any,
+    like: Any,
+    input_shape: tuple[int, ...],
+    g: PoolGeometry,
+    count_include_pad: bool,
+    divisor_override: int | None,
+) -> float | Any:
+    """``1/D`` as a Python float where it is one number, else ``D`` as an (OH, OW) array."""
+    if divisor_override is not None:
+        return 1.0 / divisor_override
+    if count_include_pad and not (g.eh or g.ew):
+        return 1.0 / (g.kh * g.kw)
+    h, w = int(input_shape[2]), int(input_shape[3])
+    rows = avg_pool_divisors(h, g.kh, g.sh, g.ph, g.oh, count_include_pad)
+    cols = avg_pool_divisors(w, g.kw, g.sw, g.pw, g.ow, count_include_pad)
+    dev = device(like)
+    return (
+        xp.asarray(rows, dtype=like.dtype, device=dev)[:, None]
+        * xp.asarray(cols, dtype=like.dtype, device=dev)[None, :]
+    )
+
+
+def _divide(xp: Any, a: Any, divisor: float | Any) -> Any:
+    return a * divisor if isinstance(divisor, float) else a / divisor
+
+
 def avg_pool2d(
     x: Any,
     kernel_size: int | tuple[int, int],
     stride: int | tuple[int, int] | None = None,
     padding: int | tuple[int, int] = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
 ) -> Any:
-    """2-D average pooling, zero padding counted in the divisor (``count_include_pad=True``).
+    """2-D average pooling with zero padding, PyTorch's options and defaults.
 
     Parameters
     ----------
@@ -296,6 +382,14 @@ def avg_pool2d(
         Defaults to ``kernel_size``.
     padding : int or (int, int), default 0
         At most half the kernel.
+    ceil_mode : bool, default False
+        Round the output size up (the last window starts inside the input or its
+        left padding).
+    count_include_pad : bool, default True
+        Count the zero padding in the divisor (never the part of a ``ceil_mode``
+        window past the padded input, as in PyTorch); ``False`` counts real pixels.
+    divisor_override : int, optional
+        Divide every window's sum by this instead.
 
     Returns
     -------
@@ -308,15 +402,22 @@ def avg_pool2d(
     >>> from xcnn.ops import avg_pool2d
     >>> avg_pool2d(np.arange(8, dtype=np.float32).reshape(1, 1, 2, 4), 2)
     array([[[[2.5, 4.5]]]], dtype=float32)
+    >>> avg_pool2d(np.ones((1, 1, 3, 3), dtype=np.float32), 2, ceil_mode=True)[0, 0]
+    array([[1., 1.],
+           [1., 1.]], dtype=float32)
     """
     xp = array_namespace(x)
-    g = pool_geometry("avg_pool2d", tuple(x.shape), kernel_size, stride, padding)
-    _check_float("avg_pool2d", xp, x)
+    label = "avg_pool2d"
+    _check_ceil_mode(label, ceil_mode)
+    _check_avg_options(label, count_include_pad, divisor_override)
+    g = pool_geometry(label, tuple(x.shape), kernel_size, stride, padding, ceil_mode)
+    _check_float(label, xp, x)
     x_pad = _pad(xp, x, g, 0.0)
     total = _window(x_pad, 0, 0, g)
     for k in range(1, g.kh * g.kw):
         total = total + _window(x_pad, k // g.kw, k % g.kw, g)
-    return total * (1.0 / (g.kh * g.kw))
+    divisor = _avg_divisor(xp, x, tuple(x.shape), g, count_include_pad, divisor_override)
+    return _divide(xp, total, divisor)
 
 
 def avg_pool2d_backward(
@@ -325,6 +426,9 @@ def avg_pool2d_backward(
     kernel_size: int | tuple[int, int],
     stride: int | tuple[int, int] | None = None,
     padding: int | tuple[int, int] = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
 ) -> Any:
     """Gradient of :func:`avg_pool2d` w.r.t. its input.
 
@@ -333,54 +437,66 @@ def avg_pool2d_backward(
     grad_output : array, shape (N, C, OH, OW)
     input_shape : tuple of int
         ``(N, C, H, W)`` of the forward input.
-    kernel_size, stride, padding
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         As given to :func:`avg_pool2d`.
 
     Returns
     -------
     array, shape (N, C, H, W)
-        Each window spreads ``grad_output / (KH*KW)`` over its pixels; overlaps add.
+        Each window spreads ``grad_output / D`` over its pixels (``D`` its divisor);
+        overlaps add.
     """
     xp = array_namespace(grad_output)
     label = "avg_pool2d_backward"
-    g = pool_geometry(label, input_shape, kernel_size, stride, padding)
+    _check_ceil_mode(label, ceil_mode)
+    _check_avg_options(label, count_include_pad, divisor_override)
+    g = pool_geometry(label, input_shape, kernel_size, stride, padding, ceil_mode)
     _check_grad(label, grad_output, input_shape, g)
-    n, c, h, w = (int(s) for s in input_shape)
-    share = grad_output * (1.0 / (g.kh * g.kw))
-    gx_pad = xp.zeros(
-        (n, c, h + 2 * g.ph, w + 2 * g.pw), dtype=grad_output.dtype, device=device(grad_output)
-    )
+    shape = tuple(int(s) for s in input_shape)
+    divisor = _avg_divisor(xp, grad_output, shape, g, count_include_pad, divisor_override)
+    share = _divide(xp, grad_output, divisor)
+    gx_pad = _padded_zeros(xp, grad_output, shape, g)
     for k in range(g.kh * g.kw):
         at = window_index(k // g.kw, k % g.kw, g)
         gx_pad[at] = gx_pad[at] + share
-    return _crop(gx_pad, (n, c, h, w), g)
+    return _crop(gx_pad, shape, g)
 
 
 # -- global average pooling ---------------------------------------------------------------
 
 
-def check_global_size(label: str, output_size: Any) -> None:
-    """Raise unless ``output_size`` asks for global pooling (1 or (1, 1))."""
-    if output_size not in (1, (1, 1), [1, 1]) or isinstance(output_size, bool):
-        raise ValueError(
-            f"{label}: only global average pooling is supported (output_size=1 or (1, 1)), "
-            f"got output_size={output_size!r}"
-        )
+def _adaptive_output(label: str, output_size: Any, shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(OH, OW)`` for an input shape: ``None`` entries keep the input's size."""
+    oh, ow = adaptive_size(label, output_size)
+    return (shape[2] if oh is None else oh, shape[3] if ow is None else ow)
 
 
-def adaptive_avg_pool2d(x: Any, output_size: int | tuple[int, int] = 1) -> Any:
-    """Adaptive average pooling to a 1x1 output (global average pooling).
+def _averaging_matrix(xp: Any, like: Any, size: int, out: int) -> Any:
+    """``A (out, size)``: row ``i`` is ``1/len`` on bin ``i`` of :func:`adaptive_bins`, else 0."""
+    bins = adaptive_bins(size, out)
+    dev = device(like)
+    starts = xp.asarray([s for s, _ in bins], dtype=xp.int64, device=dev)[:, None]
+    ends = xp.asarray([e for _, e in bins], dtype=xp.int64, device=dev)[:, None]
+    lengths = xp.asarray([e - s for s, e in bins], dtype=like.dtype, device=dev)[:, None]
+    at = xp.arange(size, dtype=xp.int64, device=dev)[None, :]
+    inside = xp.astype((at >= starts) & (at < ends), like.dtype)
+    return inside / lengths
+
+
+def adaptive_avg_pool2d(x: Any, output_size: Any = 1) -> Any:
+    """Adaptive average pooling to ``output_size``, PyTorch's bins.
 
     Parameters
     ----------
     x : array, shape (N, C, H, W)
-    output_size : 1 or (1, 1)
-        Only global average pooling is supported; anything else raises ``ValueError``.
+    output_size : int or (int or None, int or None), default 1
+        ``(OH, OW)``; ``None`` keeps that input size. Output ``i`` averages the input
+        rows ``floor(i*H/OH)`` to ``ceil((i+1)*H/OH) - 1`` (and likewise for columns).
 
     Returns
     -------
-    array, shape (N, C, 1, 1)
-        The mean over ``(H, W)``; same namespace and dtype as ``x``.
+    array, shape (N, C, OH, OW)
+        Same namespace and dtype as ``x``; ``output_size=1`` is the mean over ``(H, W)``.
 
     Examples
     --------
@@ -388,45 +504,62 @@ def adaptive_avg_pool2d(x: Any, output_size: int | tuple[int, int] = 1) -> Any:
     >>> from xcnn.ops import adaptive_avg_pool2d
     >>> adaptive_avg_pool2d(np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2))[:, :, 0, 0]
     array([[1.5, 5.5]], dtype=float32)
+    >>> adaptive_avg_pool2d(np.arange(3, dtype=np.float32).reshape(1, 1, 1, 3), (1, 2))
+    array([[[[0.5, 1.5]]]], dtype=float32)
     """
     xp = array_namespace(x)
     label = "adaptive_avg_pool2d"
-    check_global_size(label, output_size)
+    adaptive_size(label, output_size)
     if x.ndim != 4:
         raise ValueError(f"{label}: expected a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
     if x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"{label}: expected a non-empty H x W, got shape {tuple(x.shape)}")
     _check_float(label, xp, x)
-    n, c, h, w = x.shape
-    # One contiguous axis: the summation order, hence the result, is the same for any
-    # memory layout of x (a reduction over strided axes may round differently).
-    means = xp.mean(xp.reshape(x, (n, c, h * w)), axis=2)
-    return xp.reshape(means, (n, c, 1, 1))
+    n, c, h, w = (int(s) for s in x.shape)
+    oh, ow = _adaptive_output(label, output_size, (n, c, h, w))
+    if (oh, ow) == (1, 1):
+        # One contiguous axis: the summation order, hence the result, is the same for any
+        # memory layout of x (a reduction over strided axes may round differently).
+        means = xp.mean(xp.reshape(x, (n, c, h * w)), axis=2)
+        return xp.reshape(means, (n, c, 1, 1))
+    rows = _averaging_matrix(xp, x, h, oh)
+    cols = _averaging_matrix(xp, x, w, ow)
+    return xp.matmul(rows, xp.matmul(x, xp.matrix_transpose(cols)))
 
 
-def adaptive_avg_pool2d_backward(grad_output: Any, input_shape: tuple[int, ...]) -> Any:
-    """Gradient of :func:`adaptive_avg_pool2d` (global): ``gy / (H*W)`` spread over each plane.
+def adaptive_avg_pool2d_backward(
+    grad_output: Any, input_shape: tuple[int, ...], output_size: Any = 1
+) -> Any:
+    """Gradient of :func:`adaptive_avg_pool2d`: ``A_H^T @ gy @ A_W``.
 
     Parameters
     ----------
-    grad_output : array, shape (N, C, 1, 1)
+    grad_output : array, shape (N, C, OH, OW)
     input_shape : tuple of int
         ``(N, C, H, W)`` of the forward input.
+    output_size : int or (int or None, int or None), default 1
+        As given to :func:`adaptive_avg_pool2d`.
 
     Returns
     -------
     array, shape (N, C, H, W)
+        Each output's gradient spread evenly over its bin; overlapping bins add.
     """
     xp = array_namespace(grad_output)
     shape = tuple(int(s) for s in input_shape)
     label = "adaptive_avg_pool2d_backward"
     if len(shape) != 4:
         raise ValueError(f"{label}: expected a 4-D input shape (N, C, H, W), got {shape}")
-    if tuple(grad_output.shape) != (shape[0], shape[1], 1, 1):
+    oh, ow = _adaptive_output(label, output_size, shape)
+    if tuple(grad_output.shape) != (shape[0], shape[1], oh, ow):
         raise ValueError(
             f"{label}: grad_output has shape {tuple(grad_output.shape)}, expected "
-            f"{(shape[0], shape[1], 1, 1)} for input shape {shape}"
+            f"{(shape[0], shape[1], oh, ow)} for input shape {shape}"
         )
-    spread = xp.broadcast_to(grad_output * (1.0 / (shape[2] * shape[3])), shape)
-    # A real array, not a read-only broadcast view that later in-place code would trip on.
-    return xp.asarray(spread, copy=True)
+    if (oh, ow) == (1, 1):
+        spread = xp.broadcast_to(grad_output * (1.0 / (shape[2] * shape[3])), shape)
+        # A real array, not a read-only broadcast view that later in-place code would trip on.
+        return xp.asarray(spread, copy=True)
+    rows = _averaging_matrix(xp, grad_output, shape[2], oh)
+    cols = _averaging_matrix(xp, grad_output, shape[3], ow)
+    return xp.matmul(xp.matrix_transpose(rows), xp.matmul(grad_output, cols))

@@ -6,7 +6,9 @@ step counts) and the plumbing every optimizer needs: ``step`` / ``zero_grad``
 and a pickle-free ``state_dict`` / ``load_state_dict``.
 
 Subclasses implement only ``_update(param, grad, state, group, xp)``, which
-updates ``param.data`` in place from ``grad`` using the arrays in ``state``.
+updates ``param.data`` in place from ``grad`` using the arrays in ``state``, or
+``_update_group(group, params, grads, states)``, the same for all the parameters of
+a group at once (SGD: hyperparameters read once a step, not once a parameter).
 
 Why state is created lazily: an optimizer is usually built right after the
 model, and the model may then be moved with ``model.to("cupy")``. State is
@@ -180,10 +182,21 @@ class Optimizer:
         """
         loss = closure() if closure is not None else None
         # Check every gradient first, so a bad one leaves no parameter half-updated.
-        for index, param in enumerate(p for g in self.param_groups for p in g["params"]):
-            if param.grad is not None:
-                self._check_grad(param, index)
+        index = 0
         for group in self.param_groups:
+            for param in group["params"]:
+                grad, data = param.grad, param.data
+                # The usual gradient passes three identity/equality tests; the full
+                # check (and its messages) runs only when one fails.
+                if grad is not None and not (
+                    type(grad) is type(data)
+                    and grad.dtype == data.dtype
+                    and grad.shape == data.shape
+                ):
+                    self._check_grad(param, index)
+                index += 1
+        for group in self.param_groups:
+            params, grads, states = [], [], []
             for param in group["params"]:
                 if param.grad is None:
                     continue
@@ -192,10 +205,31 @@ class Optimizer:
                     state = {}
                 else:
                     _match_state(state, param.data)
-                self._update(param, param.grad, state, group, array_namespace(param.data))
+                params.append(param)
+                grads.append(param.grad)
+                states.append(state)
+            if not params:
+                continue
+            self._update_group(group, params, grads, states)
+            for param, state in zip(params, states, strict=True):
                 if state:  # plain SGD keeps none, as in PyTorch
                     self.state[param] = state
         return loss
+
+    def _update_group(
+        self,
+        group: dict[str, Any],
+        params: list[Parameter],
+        grads: list[Any],
+        states: list[dict[str, Any]],
+    ) -> None:
+        """Update the parameters of one group that have a gradient (``_update`` on each).
+
+        Subclasses may override it instead of ``_update``, to read the group's
+        hyperparameters once for all its parameters.
+        """
+        for param, grad, state in zip(params, grads, states, strict=True):
+            self._update(param, grad, state, group, array_namespace(param.data))
 
     def _update(
         self, param: Parameter, grad: Any, state: dict[str, Any], group: dict[str, Any], xp: Any
@@ -405,10 +439,12 @@ def _match_state(state: dict[str, Any], data: Any) -> None:
     This is what makes ``model.to("cupy")`` (or a dtype change) after some
     steps safe: the state follows its parameter, explicitly, once.
     """
-    want = backends.namespace_name(data)
+    kind, dtype = type(data), data.dtype
+    want = None
     for key, value in state.items():
-        if not hasattr(value, "shape"):
+        if not hasattr(value, "shape") or (type(value) is kind and value.dtype == dtype):
             continue
+        want = want or backends.namespace_name(data)
         if backends.namespace_name(value) != want or value.dtype != data.dtype:
             host = backends.to_host(value)
             state[key] = backends.get(want).asarray(host, dtype=data.dtype)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from xcnn.backends import array_namespace
 from xcnn.nn.module import Parameter
 from xcnn.optim.optimizer import Optimizer, check_real
 
@@ -90,24 +91,36 @@ class SGD(Optimizer):
                 f"momentum={group['momentum']!r}, dampening={group['dampening']!r}"
             )
 
-    def _update(
-        self, param: Parameter, grad: Any, state: dict[str, Any], group: dict[str, Any], xp: Any
+    def _update_group(
+        self,
+        group: dict[str, Any],
+        params: list[Parameter],
+        grads: list[Any],
+        states: list[dict[str, Any]],
     ) -> None:
+        # The group's hyperparameters read once for all its parameters.
         # float() keeps a NumPy float64 hyperparameter from promoting float32 arrays.
         lr = float(group["lr"])
         momentum = float(group["momentum"])
         dampening = float(group["dampening"])
         weight_decay = float(group["weight_decay"])
-
-        if weight_decay != 0:
-            grad = grad + weight_decay * param.data  # a new array: param.grad stays untouched
-        if momentum != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = xp.asarray(grad, copy=True)  # a copy, so later updates never alias .grad
-            else:
-                buf *= momentum
-                buf += (1.0 - dampening) * grad
-            state["momentum_buffer"] = buf
-            grad = grad + momentum * buf if group["nesterov"] else buf
-        param.data -= lr * grad
+        nesterov = group["nesterov"]
+        namespaces: dict[type, Any] = {}
+        for param, grad, state in zip(params, grads, states, strict=True):
+            data = param.data
+            if weight_decay != 0:
+                grad = grad + weight_decay * data  # a new array: param.grad stays untouched
+            if momentum != 0:
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    xp = namespaces.get(type(data))
+                    if xp is None:
+                        xp = namespaces[type(data)] = array_namespace(data)
+                    buf = xp.asarray(grad, copy=True)  # a copy: updates never alias .grad
+                else:
+                    buf *= momentum
+                    # 1.0 * grad is grad exactly: skipping it saves a pass and an array.
+                    buf += grad if dampening == 0 else (1.0 - dampening) * grad
+                state["momentum_buffer"] = buf
+                grad = grad + momentum * buf if nesterov else buf
+            param.data -= lr * grad

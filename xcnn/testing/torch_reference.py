@@ -137,8 +137,19 @@ def _twin_of(m: nn.Module, path: str, torch: Any, done: dict[int, Any]) -> Any:
         )
     if cls is nn.Linear:
         return tnn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-    if cls in (nn.MaxPool2d, nn.AvgPool2d):
-        return getattr(tnn, cls.__name__)(m.kernel_size, stride=m.stride, padding=m.padding)
+    if cls is nn.MaxPool2d:
+        return tnn.MaxPool2d(
+            m.kernel_size, stride=m.stride, padding=m.padding, ceil_mode=m.ceil_mode
+        )
+    if cls is nn.AvgPool2d:
+        return tnn.AvgPool2d(
+            m.kernel_size,
+            stride=m.stride,
+            padding=m.padding,
+            ceil_mode=m.ceil_mode,
+            count_include_pad=m.count_include_pad,
+            divisor_override=m.divisor_override,
+        )
     if cls is nn.AdaptiveAvgPool2d:
         return tnn.AdaptiveAvgPool2d(m.output_size)
     if cls in (nn.BatchNorm1d, nn.BatchNorm2d):
@@ -155,7 +166,17 @@ def _twin_of(m: nn.Module, path: str, torch: Any, done: dict[int, Any]) -> Any:
         return tnn.Dropout(m.p)
     if cls is nn.Flatten:
         return tnn.Flatten(m.start_dim, m.end_dim)
-    if cls in (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.CrossEntropyLoss, nn.MSELoss):
+    if cls is nn.CrossEntropyLoss:
+        weight = m.state_dict().get("weight")
+        return tnn.CrossEntropyLoss(
+            weight=None if weight is None else torch.from_numpy(weight.copy()),
+            ignore_index=m.ignore_index,
+            reduction=m.reduction,
+            label_smoothing=m.label_smoothing,
+        )
+    if cls is nn.MSELoss:
+        return tnn.MSELoss(reduction=m.reduction)
+    if cls in (nn.ReLU, nn.Sigmoid, nn.Tanh):
         return getattr(tnn, cls.__name__)()
     where = f" at {path!r}" if path else ""
     raise TypeError(
