@@ -23,12 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-import xcnn
-from xcnn import backends, models, nn, optim
-from xcnn.testing import to_torch
+from xcnn import backends
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_speed import Pair, machine_description, time_pair, versions, write_section
@@ -36,37 +33,13 @@ from bench_speed import Pair, machine_description, time_pair, versions, write_se
 MARKER = "results:gpu"
 #: (model, batch) of every workload, all training steps.
 WORKLOADS = (("lenet5", 128), ("lenet5", 1024), ("resnet20", 128))
-#: Input shape (C, H, W) of each model.
-SHAPES = {"lenet5": (1, 28, 28), "resnet20": (3, 32, 32)}
-
-
-class Workload(Pair):
-    """``bench_speed.Pair`` (its step functions) for any model of ``xcnn.models``, with
-    that model's input shape."""
-
-    def __init__(self, name: str, batch: int, backend: backends.Backend, device: str):
-        self.backend, self.device = backend, device
-        self.model = getattr(models, name)(rng=0)
-        self.model.to(backend)
-        self.torch_model = to_torch(self.model).to(device)
-        self.loss_fn = nn.CrossEntropyLoss()
-        self.torch_loss = torch.nn.CrossEntropyLoss()
-        self.opt = optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
-        self.torch_opt = torch.optim.SGD(self.torch_model.parameters(), lr=0.01, momentum=0.9)
-        rng = np.random.default_rng(1)
-        host_x = rng.random((batch, *SHAPES[name]), dtype=np.float32)
-        host_y = rng.integers(0, 10, batch)
-        self.x, self.y = backend.asarray(host_x), backend.asarray(host_y, dtype="int64")
-        self.tx = torch.from_numpy(host_x).to(device)
-        self.ty = torch.from_numpy(host_y).to(device)
-        self.gx, self.gy = xcnn.Tensor(self.x), xcnn.Tensor(self.y)
 
 
 def run(backend: backends.Backend, device: str, rounds: int, min_seconds: float) -> list[dict]:
     """Images per second of each workload: layer-wise, graph and PyTorch."""
     rows = []
     for name, batch in WORKLOADS:
-        pair = Workload(name, batch, backend, device)
+        pair = Pair(name, batch, backend, device)
         fns = [pair.xcnn_train_step, pair.graph_train_step, pair.torch_train_step]
         # No pause between functions: a GPU has no spinning BLAS threads to wait out.
         layer, graph, ref = time_pair(

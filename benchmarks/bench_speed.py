@@ -56,6 +56,7 @@ class Pair:
         }[name]
         self.backend, self.device = backend, device
         self.model = builder(rng=0)
+        self.model.to(backend)  # built on the default backend, which may be another
         self.torch_model = to_torch(self.model).to(device)
         self.loss_fn = nn.CrossEntropyLoss()
         self.torch_loss = torch.nn.CrossEntropyLoss()
