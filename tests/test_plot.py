@@ -215,6 +215,23 @@ def test_feature_maps_are_the_conv_outputs_and_leave_the_model_as_it_was(backend
     assert all("forward" not in conv.__dict__ for _, conv in convs)
 
 
+def test_feature_maps_of_a_model_that_folds_its_batch_norms(tmp_path):
+    # resnet20 in eval mode runs each conv + batch norm pair as one folded convolution;
+    # the feature maps are still every Conv2d's own output.
+    model = models.resnet20(rng=0)
+    convs = plot._named_convs(model)
+    x = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
+    recorded = plot._record_convs(model, convs, x)
+    assert [name for name, _, _ in recorded] == [name for name, _ in convs]
+    first = dict(convs)[recorded[0][0]]
+    with xcnn.no_grad():
+        want = first(xcnn.Tensor(x)).data
+    np.testing.assert_array_equal(recorded[0][2], want)
+    assert model.training  # the mode it had
+    path = plot.feature_maps(model, x[0], tmp_path / "maps.png")
+    assert pixels(path).size > 0
+
+
 def test_feature_maps_picture_follows_image_weights_and_max_channels(tmp_path):
     model = models.lenet5(rng=0)
     images = data.FashionMNISTSample(train=False).images

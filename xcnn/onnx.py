@@ -387,7 +387,6 @@ def _trace(model: Module, arrays: list[Any], names: _StateNames) -> _Trace:
     original_apply = Function.__dict__["apply"]
     original_call = Module.__call__
     original_fused = containers._WithReLU.__call__
-    original_folded = containers._ConvBatchNormEval.__call__
 
     def traced_apply(cls: type, *args: Any, **params: Any) -> Any:
         depth[0] += 1
@@ -420,27 +419,20 @@ def _trace(model: Module, arrays: list[Any], names: _StateNames) -> _Trace:
         finally:
             stack.pop()
 
-    def unfolded(self: Any, x: Any) -> Any:
-        # The convolution and its batch norm stay two nodes, so that every weight is an
-        # initializer named by its state_dict key; ONNX runtimes fold the pair themselves.
-        for step in self.fallback:
-            x = step(x)
-        return x
-
     modes = [(module, module.training) for module in model.modules()]
     try:
         model.eval()
         Function.apply = classmethod(traced_apply)  # type: ignore[method-assign,assignment]
         Module.__call__ = traced_call  # type: ignore[method-assign]
         containers._WithReLU.__call__ = traced_fused  # type: ignore[method-assign]
-        containers._ConvBatchNormEval.__call__ = unfolded  # type: ignore[method-assign]
-        with no_grad():
+        # Each convolution and its batch norm stay two nodes, so that every weight is an
+        # initializer named by its state_dict key; ONNX runtimes fold the pair themselves.
+        with no_grad(), containers.unfolded():
             out = model(*inputs)
     finally:
         Function.apply = original_apply  # type: ignore[method-assign]
         Module.__call__ = original_call  # type: ignore[method-assign]
         containers._WithReLU.__call__ = original_fused  # type: ignore[method-assign]
-        containers._ConvBatchNormEval.__call__ = original_folded  # type: ignore[method-assign]
         for module, training in modes:
             object.__setattr__(module, "training", training)
     trace.finish(out)

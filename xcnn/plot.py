@@ -44,6 +44,7 @@ from xcnn import backends
 from xcnn._atomic import atomic_write_bytes
 from xcnn.autograd import no_grad
 from xcnn.autograd.tensor import as_array
+from xcnn.nn.containers import unfolded
 from xcnn.nn.conv import Conv2d
 from xcnn.nn.module import Module
 
@@ -797,7 +798,9 @@ def _record_convs(
     try:
         for name, conv in convs:
             object.__setattr__(conv, "forward", recording(name, conv))
-        with _EvalMode(model):
+        # A convolution folded with its batch norm (eval mode) would run without its own
+        # forward: unfolded, each Conv2d's output is its own.
+        with _EvalMode(model), unfolded():
             model(x)
     finally:
         for conv, previous in shadowed:

@@ -352,6 +352,24 @@ def test_folded_pair_matches_the_two_layers(backend, rng, bias, affine):
     np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), rtol=1e-4, atol=1e-5)
 
 
+def test_unfolded_runs_the_pair_as_its_two_layers_and_nests(backend, rng):
+    model, conv, bn, calls = _conv_bn(backend, rng)
+    x = backend.asarray(rng.random((2, 3, 6, 6), dtype=np.float32))
+    model.eval()
+    want = _two_layers(conv, bn, x)
+    calls.clear()
+    with nn.containers.unfolded():
+        with nn.containers.unfolded():
+            inner = model(x)
+        outer = model(x)  # still inside the outer block
+    assert calls == [1, 1]
+    np.testing.assert_array_equal(backend.to_numpy(inner), backend.to_numpy(want))
+    np.testing.assert_array_equal(backend.to_numpy(outer), backend.to_numpy(want))
+    calls.clear()
+    model(x)  # after the block: folded again
+    assert calls == []
+
+
 def test_folding_happens_only_in_eval_without_gradients(backend, rng):
     model, _, _, calls = _conv_bn(backend, rng)
     x = rng.random((2, 3, 6, 6), dtype=np.float32)

@@ -22,12 +22,15 @@ A third, chosen by the model rather than found by type: a ``Sequential`` told
 ``fold_batchnorm(i)`` runs its ``Conv2d`` at ``i`` and the ``BatchNorm2d`` at ``i + 1``,
 in eval mode with no gradient recorded, as one convolution whose weights and bias
 take in the normalisation (see :class:`_ConvBatchNormEval`). Training, and eval with
-a gradient (a saliency map), run the two layers as they are.
+a gradient (a saliency map), run the two layers as they are, and so does anything
+inside :func:`unfolded` (code that must see each layer's own output or weights).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, overload
 
 from xcnn.autograd import Tensor
@@ -40,6 +43,24 @@ from xcnn.nn.conv import Conv2d
 from xcnn.nn.linear import Linear
 from xcnn.nn.module import Module
 from xcnn.nn.pool import MaxPool2d
+
+_folding = threading.local()
+
+
+@contextmanager
+def unfolded() -> Iterator[None]:
+    """Within: every declared convolution + batch norm pair runs as its two layers.
+
+    For code that watches the layers rather than the result: ``xcnn.plot.feature_maps``
+    records each ``Conv2d``'s own output, ``xcnn.onnx.export`` names every weight by its
+    ``state_dict`` key. Per thread; nests.
+    """
+    previous = getattr(_folding, "off", False)
+    _folding.off = True
+    try:
+        yield
+    finally:
+        _folding.off = previous
 
 
 class _WithReLU:
@@ -101,6 +122,7 @@ class _ConvBatchNormEval:
             or bn.training
             or not bn.track_running_stats
             or is_grad_enabled()
+            or getattr(_folding, "off", False)
             or not self._fits(x)
         ):
             for step in self.fallback:  # also what explains an unfitting input
