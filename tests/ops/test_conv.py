@@ -165,33 +165,52 @@ def test_numpy_chunks_equal_standard_twin(backend, rng, monkeypatch, window, out
 
 
 @pytest.mark.parametrize(
-    ("kernel", "window"),
+    ("kernel", "channels", "window"),
     [
-        ((3, 3), {"padding": 1}),  # ResNet's 3x3
-        ((5, 3), {"padding": (2, 1)}),
-        ((3, 3), {"padding": (2, 1), "dilation": (2, 1)}),
+        ((3, 3), (5, 7), {"padding": 1}),  # ResNet's 3x3
+        ((5, 3), (5, 7), {"padding": (2, 1)}),
+        ((3, 3), (5, 7), {"padding": (2, 1), "dilation": (2, 1)}),
+        ((3, 3), (40, 4), {"padding": 1}),  # C >= O*KH*KW: gY's unfold is not wide
+        ((1, 1), (6, 3), {"padding": 0}),
     ],
-    ids=["3x3", "5x3", "dilated"],
+    ids=["3x3", "5x3", "dilated", "plain_unfold", "1x1"],
 )
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_numpy_same_size_input_grad_equals_standard_twin(backend, rng, kernel, window, dtype):
-    """Stride 1 with OH = H, OW = W: gx is computed as a convolution of gY with the
-    flipped weight; it equals the twin's col2im to rounding."""
+def test_numpy_same_size_backward_equals_standard_twin(
+    backend, rng, monkeypatch, kernel, channels, window, threads, dtype
+):
+    """Stride 1 with OH = H, OW = W: one unfold of gY per chunk gives gx (a convolution
+    of gY with the flipped weight) and gW; all three gradients equal the twin's to
+    rounding, cut into many chunks (the last partial) and split across threads."""
     if fast_path(backend.xp) != "numpy":
-        pytest.skip("the transposed-convolution input gradient is NumPy's")
+        pytest.skip("the transposed-convolution backward is NumPy's")
+    import xcnn
     from xcnn.ops._geometry import geometry
     from xcnn.ops._numpy import conv as _conv_numpy
 
-    x = backend.asarray(rng.standard_normal((3, 5, 9, 8)), dtype=dtype)
-    w = backend.asarray(rng.standard_normal((7, 5, *kernel)), dtype=dtype)
+    c, o = channels
+    # About 2 images per chunk: 7 images make 4 chunks, the last partial.
+    image_bytes = np.dtype(dtype).itemsize * (o * kernel[0] * kernel[1] + 2 * c) * 9 * 12
+    monkeypatch.setattr(_conv_numpy, "_CHUNK_BYTES", 2 * image_bytes)
+    monkeypatch.setattr(xcnn.ops._threads, "GRAIN", 1)
+    x = backend.asarray(rng.standard_normal((7, c, 9, 8)), dtype=dtype)
+    w = backend.asarray(rng.standard_normal((o, c, *kernel)), dtype=dtype)
     g = geometry("conv2d", tuple(x.shape), kernel, 1, window["padding"], window.get("dilation", 1))
     assert _conv_numpy._transposed_geometry(tuple(x.shape), 1, g) is not None
-    gy = backend.asarray(rng.standard_normal((3, 7, 9, 8)), dtype=dtype)
-    fast = conv2d_backward(gy, x, w, **window, bias=False)[0]
+    gy = backend.asarray(rng.standard_normal((7, o, 9, 8)), dtype=dtype)
+    before = xcnn.get_num_threads()
+    xcnn.set_num_threads(threads)
+    try:
+        fast = conv2d_backward(gy, x, w, **window)
+    finally:
+        xcnn.set_num_threads(before)
     with standard_only():
-        twin = conv2d_backward(gy, x, w, **window, bias=False)[0]
+        twin = conv2d_backward(gy, x, w, **window)
     tol = 1e-5 if dtype == "float32" else 1e-12
-    np.testing.assert_allclose(fast, twin, rtol=tol, atol=tol)
+    for ours, reference in zip(fast, twin, strict=True):
+        assert ours.shape == reference.shape and ours.dtype == reference.dtype
+        np.testing.assert_allclose(ours, reference, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,14 @@ _FOLD_BYTES = 4 << 20
 class _Chunks:
     """Unfold buffers for one input shape and window, reused across the chunks."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, g: Geometry, out_channels: int):
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        g: Geometry,
+        out_channels: int,
+        extra_rows: int = 0,
+    ):
         n, self.c, self.h, self.w = shape
         self.rows = self.c * g.kh * g.kw
         self.g = g
@@ -80,8 +87,10 @@ class _Chunks:
         # and saves that of the unfolded rows (C*KH*KW*OH): worth it when O < C*KH*KW.
         self.wide = g.sh == 1 and g.sw == 1 and out_channels < self.c * g.kh * g.kw
         self.length = g.oh * self.wp if self.wide else g.oh * g.ow
-        # A chunk's columns and its matmul result (forward y or backward gY) share the budget.
-        per_image = (self.rows + out_channels) * self.length * np.dtype(dtype).itemsize
+        # A chunk's columns and its matmul result (forward y or backward gY) share the
+        # budget, with ``extra_rows`` more rows of ``length`` that the caller keeps beside.
+        rows = self.rows + out_channels + extra_rows
+        per_image = rows * self.length * np.dtype(dtype).itemsize
         self.size = max(1, min(n, _CHUNK_BYTES // per_image))
         # The wide unfold of the last tap reads (KW-1)*DW values past the padded image.
         self.flat_size = self.hp * self.wp + (g.kw - 1) * g.dw
@@ -239,6 +248,8 @@ def conv2d_backward(
         return gw_t, gb
 
     transposed = _transposed_geometry(x.shape, groups, g)
+    if transposed is not None and input_grad:
+        return _backward_same_size(grad_output, x, weight, g, transposed, bias)
 
     phases = _phase_plan(x.shape, groups, g)
 
@@ -295,6 +306,71 @@ def _transposed_geometry(input_shape: tuple[int, ...], groups: int, g: Geometry)
         return None
     ph, pw = g.dh * (g.kh - 1) - g.ph, g.dw * (g.kw - 1) - g.pw
     return Geometry(g.kh, g.kw, 1, 1, ph, pw, g.dh, g.dw, h, w)
+
+
+def _backward_same_size(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    g: Geometry,
+    transposed: Geometry,
+    bias: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(gx, gW, gb)`` of a size-keeping stride-1 convolution from one unfold of ``gY``.
+
+    ``gx`` is the convolution of ``gY`` with the flipped weight (``_transposed_geometry``):
+    per chunk, ``gY`` is unfolded wide, ``colsT[(o, i, j), h*Wp + w] = gYp[o, h + i*DH,
+    w + j*DW]`` (``gYp``: ``gY`` padded by ``P``, which for a size-keeping window is
+    also ``D*(K-1) - P``). The weight gradient reads the same columns::
+
+        gW[o, c, KH-1-i, KW-1-j] = sum over h, w of x[c, h, w] * colsT[(o, i, j), h*Wp + w]
+
+    so ``gW`` (flipped) is ``colsT @ xw^T`` with ``xw`` ``x`` widened to ``Wp`` columns
+    by zeros (the wide columns past ``W`` then add nothing). ``x`` is not unfolded
+    again and ``gY`` is not copied into a second layout: one unfold per chunk, in
+    cache, serves both matmuls. Measured against the separate input- and weight-gradient
+    tasks (ResNet-20's 3x3 convolutions, batch 128): see docs/benchmarks.md.
+    The batch is split across threads; partial ``gW`` and ``gb`` are added in slice order.
+    """
+    n, c, h, w = x.shape
+    out_channels = weight.shape[0]
+    taps = out_channels * g.kh * g.kw
+    flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    wm = flipped.reshape(c, taps)
+    grad_x = _recycle.empty(x.shape, x.dtype)
+
+    def run(first: int, last: int) -> tuple[np.ndarray, np.ndarray | None]:
+        # gY is the convolution's input here: its rows are O*KH*KW, its product's C,
+        # and x widened takes C more rows of the same length beside them.
+        chunks = _Chunks(grad_output[first:last].shape, x.dtype, transposed, c, extra_rows=c)
+        # Wp in the wide layout; W where gY's unfold is plain (C >= O*KH*KW).
+        wp = chunks.length // h
+        product = _recycle.scratch("product", (chunks.size, c, chunks.length), x.dtype)
+        widened = _recycle.scratch("widened x", (chunks.size, c, chunks.length), x.dtype)
+        if wp > w:
+            widened.reshape(chunks.size, c, h, wp)[..., w:] = 0
+        acc = np.zeros((taps, c), dtype=x.dtype)
+        for start in range(first, last, chunks.size):
+            stop = min(last, start + chunks.size)
+            m = stop - start
+            cols = chunks.unfold(grad_output[start:stop])
+            np.matmul(wm, cols, out=product[:m])
+            grad_x[start:stop] = product[:m].reshape(m, c, h, wp)[..., :w]
+            widened[:m].reshape(m, c, h, wp)[..., :w] = x[start:stop]
+            acc += np.matmul(cols, widened[:m].transpose(0, 2, 1)).sum(axis=0)
+        gb = None
+        if bias:
+            gb = grad_output[first:last].reshape(last - first, out_channels, -1).sum(axis=(0, 2))
+        return acc, gb
+
+    work = (taps + 2 * c) * h * w
+    (acc, grad_bias), *others = _threads.map_batch(run, n, item_size=work, blas=True)
+    for partial, partial_gb in others:
+        acc += partial
+        if grad_bias is not None:
+            grad_bias += partial_gb
+    grad_weight = acc.reshape(out_channels, g.kh, g.kw, c)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
+    return grad_x, np.ascontiguousarray(grad_weight), grad_bias
 
 
 class _Phase(NamedTuple):
