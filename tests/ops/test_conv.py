@@ -136,8 +136,10 @@ def test_fast_path_equals_standard_twin(backend, rng, dtype):
         {"padding": 2},  # stride 1, few output channels: the wide layout
         {"padding": (1, 0), "dilation": (2, 1), "groups": 2},
         {"stride": (2, 1), "padding": 1},  # the strided-window unfold
+        {"padding": 1},  # OW = W: the edge layout
+        {"padding": (0, 2), "dilation": (1, 2), "groups": 2},  # edge, dilated columns
     ],
-    ids=["wide", "wide_dilated_groups", "strided"],
+    ids=["wide", "wide_dilated_groups", "strided", "edge", "edge_dilated_groups"],
 )
 def test_numpy_chunks_equal_standard_twin(backend, rng, monkeypatch, window, out_channels):
     """The NumPy path cut into many chunks (the last one partial) equals the twin.
@@ -162,6 +164,38 @@ def test_numpy_chunks_equal_standard_twin(backend, rng, monkeypatch, window, out
         twin = (conv2d(x, w, b, **window), *conv2d_backward(gy, x, w, **window))
     for ours, reference in zip(fast, twin, strict=True):
         np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_edge_layout_with_4k_rows_equals_standard_twin(backend, rng, dtype):
+    """32x32 images at 3x3, padding 1: each unfolded row is 4 KiB (float32) or 8 KiB, the
+    case whose rows the edge layout spaces out by 64 bytes; forward and backward still
+    equal the twin."""
+    if fast_path(backend.xp) != "numpy":
+        pytest.skip("the edge layout is NumPy's")
+    from xcnn.ops._numpy import conv as _conv_numpy
+
+    x = backend.asarray(rng.standard_normal((3, 2, 32, 32)), dtype=dtype)
+    w = backend.asarray(rng.standard_normal((4, 2, 3, 3)), dtype=dtype)
+    b = backend.asarray(rng.standard_normal(4), dtype=dtype)
+    chunks = _conv_numpy._Chunks(tuple(x.shape), x.dtype, geometry_of(x, w, padding=1), 4)
+    assert chunks.edge and chunks._cols.strides[1] > 1024 * x.dtype.itemsize
+    gy = backend.asarray(rng.standard_normal((3, 4, 32, 32)), dtype=dtype)
+    fast = (conv2d(x, w, b, padding=1), *conv2d_backward(gy, x, w, padding=1))
+    fast_first = conv2d_backward(gy, x, w, padding=1, input_grad=False)
+    with standard_only():
+        twin = (conv2d(x, w, b, padding=1), *conv2d_backward(gy, x, w, padding=1))
+    tol = 1e-4 if dtype == "float32" else 1e-11
+    for ours, reference in zip(fast, twin, strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=tol, atol=tol)
+    for ours, reference in zip(fast_first[1:], twin[2:], strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=tol, atol=tol)
+
+
+def geometry_of(x, w, **window):
+    from xcnn.ops._geometry import geometry
+
+    return geometry("conv2d", tuple(x.shape), tuple(w.shape[2:]), 1, window["padding"], 1)
 
 
 @pytest.mark.parametrize(
