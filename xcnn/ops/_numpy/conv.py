@@ -11,9 +11,20 @@ read from memory, and a training step holds no ``cols`` at all. The bias rides i
 matmul as an extra row of ones in ``cols`` (``[Wm | b] @ [cols; 1]``), so it costs no
 pass over ``y``.
 
-Stride 1 with ``O < C*KH*KW`` uses a *wide* layout: each chunk is zero-padded into a
-flat ``(B, C, Hp*Wp + slack)`` buffer and the output is computed for all ``Wp``
-columns of each output row, the last ``Wp - OW`` of which are dropped::
+Stride 1 with ``OW = W`` (the width kept: ResNet's 3x3 with padding 1, LeNet-5's first
+5x5 with padding 2) uses the *edge* layout: each chunk is padded by rows only into a
+flat ``(B, C, PW + Hp*W + PW)`` buffer, and every kernel tap is one contiguous run::
+
+    cols[b, (c, i, j), l] = flat[b, c, l + i*DH*W + j*DW],   l = oh*W + ow < OH*W
+    y = [Wm | b] @ [cols; 1]      (B, O, OH*W), written straight into y
+
+A tap whose column ``ow + j*DW - PW`` falls outside the image reads the next or
+previous row's edge there instead of a padding zero; those ``PW`` (or fewer) columns
+per row and tap are zeroed after the copy (``_Chunks._edge_taps``).
+
+Other stride-1 convolutions with ``O < C*KH*KW`` use the *wide* layout: each chunk is
+zero-padded into a flat ``(B, C, Hp*Wp + slack)`` buffer and the output is computed
+for all ``Wp`` columns of each output row, the last ``Wp - OW`` of which are dropped::
 
     cols[b, (c, i, j), l] = flat[b, c, i*DH*Wp + j*DW + l],   l = oh*Wp + w' < OH*Wp
     y_wide = [Wm | b] @ [cols; 1]      (B, O, OH*Wp)  ->  y = y_wide[..., :OW]
@@ -21,19 +32,20 @@ columns of each output row, the last ``Wp - OW`` of which are dropped::
 
 so every kernel tap is one contiguous run of ``OH*Wp`` values, where the standard
 unfold copies OH runs of only OW. The price is the crop of ``y``'s O*OH rows, hence
-the condition. Other strides, or many output channels, unfold per chunk from a
+the condition, and ``Wp - OW`` wasted matmul columns per row (which the edge layout
+does not have). Other strides, or many output channels, unfold per chunk from a
 strided window view and multiply straight into ``y``.
 
-Where the convolution keeps the image size at stride 1 (OH = H, OW = W: ResNet's 3x3
-with padding 1), the input gradient is itself such a convolution, of ``gY`` with the
-weight flipped and transposed, and runs through the forward path above
-(``_transposed_geometry``). At stride 2 and up, each of the S*S phases
-``gx[..., a::S, b::S]`` is a stride-1 convolution of ``gY`` with every S-th tap, run
-through the forward path too (``_phase_plan``). Otherwise (dilated or grouped strided
-convolutions, or LeNet's 5x5 without padding) it is computed *batch-last* per chunk of
-images (gcols of about 4 MB), where the fold's slice-adds run over long contiguous
-stretches instead of OW values (NumPy pays a fixed cost per run, and about 7 us per
-strided 2-D add)::
+Where the convolution keeps the image size at stride 1 (OH = H, OW = W), the input
+gradient is itself such a convolution, of ``gY`` with the weight flipped and
+transposed (``_transposed_geometry``), and the weight gradient reads the same unfolded
+``gY``: one unfold per chunk serves both (``_backward_same_size``). At stride 2 and
+up, each of the S*S phases ``gx[..., a::S, b::S]`` is a stride-1 convolution of
+``gY`` with every S-th tap, run through the forward path (``_phase_plan``).
+Otherwise (dilated or grouped strided convolutions, or LeNet's 5x5 without padding)
+it is computed *batch-last* per chunk of images (gcols of about 4 MB), where the
+fold's slice-adds run over long contiguous stretches instead of OW values (NumPy pays
+a fixed cost per run, and about 7 us per strided 2-D add)::
 
     gyT   = gY as (O, OH, Wp, N), zero past column OW (stride 1)   (one transposing copy)
     gcols = Wm^T @ gyT  per group:  (G, K, Og) @ (G, Og, L*N) -> (C*KH*KW, OH*Wp*N)
@@ -43,10 +55,12 @@ strided 2-D add)::
 At stride 1 the layout is wide as in forward, so each tap's add is one run of
 ``OH*Wp*N`` values per channel; other strides add ``(OH, OW*N)`` windows.
 
-Threads (``_threads``): forward splits the batch. Backward runs the weight gradient
-and the input gradient as separate tasks on separate threads, each over the whole
-batch (halves of it from four threads up), which measured about 20% faster than
-each thread doing both for half the batch.
+Threads (``_threads``): forward splits the batch, and so does the size-keeping
+backward (each thread both gradients of its images, from one unfold). Other
+backwards run the weight gradient and the input gradient as separate tasks on
+separate threads, each over the whole batch (halves of it from four threads up),
+which measured about 20% faster than each thread doing both for half the batch
+(LeNet-5's second convolution, whose two gradients share no unfold).
 
 One large matmul beat per-channel blocks there: OpenBLAS is slow on few-row matrices.
 Results equal the standard twin up to rounding (other summation orders).
