@@ -24,9 +24,13 @@ PROGRAMS = Path(__file__).with_name("programs.py")
 
 # The ranks' local batches sum 32 images where one process sums 64, and MPI adds the
 # ranks' sums: the same numbers in another order. Rounding alone, so the gap scales
-# with the dtype's epsilon (measured after 50 steps: 3.6e-7 at float32, 1.3e-15 at
-# float64, weights of magnitude <= 1.05).
-TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
+# with the dtype's epsilon, though 50 steps of SGD can amplify it: at float32 it was
+# 3.6e-7 after 50 steps, and 4.6e-5 once the convolution's matmul shapes changed (the
+# two runs stay within 5e-7 for 35 steps, then a near-tie resolved differently in one
+# of them grows the gap tenfold every five steps). At float64 it stays 1.3e-15. A
+# gradient summed instead of averaged, or one rank's left out, puts the weights 1.6
+# and 1.1 away after 50 steps (simulated in one process). Weights of magnitude <= 1.05.
+TOLERANCE = {"float32": 2e-4, "float64": 1e-12}
 
 
 @pytest.mark.parametrize(
