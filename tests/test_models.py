@@ -185,8 +185,9 @@ def test_resnet20_folds_batchnorm_in_eval_and_matches_torch(backend, rng):
     model = models.resnet20(rng=3)
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     crit = nn.CrossEntropyLoss()
-    x = backend.asarray(rng.random((4, 3, 32, 32), dtype=np.float32))
-    y = backend.asarray(rng.integers(0, 10, 4))
+    # 16 images: the fold pays where N * OH * OW >= C * KH * KW (576 at 64 channels).
+    x = backend.asarray(rng.random((16, 3, 32, 32), dtype=np.float32))
+    y = backend.asarray(rng.integers(0, 10, 16))
     for _ in range(2):
         opt.zero_grad()
         crit(model(x), y)
@@ -204,3 +205,61 @@ def test_resnet20_folds_batchnorm_in_eval_and_matches_torch(backend, rng):
     with torch.no_grad():
         want = twin(torch.from_numpy(backend.to_numpy(x))).numpy()
     np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
+
+
+def _conv_bn_pairs(model):
+    """Every convolution + batch norm pair of a ResNet / BasicBlock model."""
+    pairs = [(model.conv1, model.bn1)]
+    for block in model.modules():
+        if isinstance(block, models.BasicBlock):
+            pairs += [(block.conv1, block.bn1), (block.conv2, block.bn2)]
+            if block.downsample is not None:
+                pairs.append((block.downsample[0], block.downsample[1]))
+    return pairs
+
+
+@pytest.mark.parametrize("name", ["se_resnet20", "resnet18"])
+def test_basic_block_models_fold_batchnorm_in_eval_and_match_torch(backend, rng, name):
+    """BasicBlock's own forward folds each convolution + batch norm in eval mode (the
+    stem's and the downsampling shortcuts' too) where the fold pays: where the output
+    positions (N * OH * OW) are at least the weights per output channel (C * KH * KW),
+    so not ResNet-18's last stages on 32x32 images. The logits stay torch's after a
+    training step moved the running statistics, and training still runs every layer."""
+    model = getattr(models, name)(num_classes=10, rng=3)
+    pairs = _conv_bn_pairs(model)
+    assert len(pairs) == len([m for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+    calls, inputs = [], {}
+    for conv, bn in pairs:
+        bn.forward = lambda t, bn=bn: calls.append(bn) or type(bn).forward(bn, t)
+        conv.forward = lambda t, conv=conv: (
+            inputs.__setitem__(conv, tuple(t.shape)) or type(conv).forward(conv, t)
+        )
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    crit = nn.CrossEntropyLoss()
+    x = backend.asarray(rng.random((16, 3, 32, 32), dtype=np.float32))
+    y = backend.asarray(rng.integers(0, 10, 16))
+    opt.zero_grad()
+    crit(model(x), y)
+    model.backward(crit.backward())
+    opt.step()
+    assert len(calls) == len(pairs)  # training: every batch norm ran
+    model.eval()
+    calls.clear()
+    with nn.containers.unfolded():
+        unfolded = backend.to_numpy(model(x))
+    assert len(calls) == len(pairs)
+    calls.clear()
+    logits = backend.to_numpy(model(x))
+    unfit = set()
+    for conv, bn in pairs:
+        n, c, h, w = inputs[conv]
+        positions = n * h * w // (conv.stride[0] * conv.stride[1])
+        if positions < c * conv.kernel_size[0] * conv.kernel_size[1]:
+            unfit.add(id(bn))
+    assert {id(bn) for bn in calls} == unfit
+    assert 0 < len(unfit) < len(pairs) if name == "resnet18" else not unfit
+    twin = to_torch(model).eval()
+    with torch.no_grad():
+        want = twin(torch.from_numpy(backend.to_numpy(x))).numpy()
+    np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(unfolded, want, rtol=1e-4, atol=1e-4)

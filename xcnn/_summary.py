@@ -238,7 +238,9 @@ def summary(
         Module.__call__ = recording_call  # type: ignore[method-assign]
         # Every module on its own, so that a ReLU fused into its neighbour gets its row.
         containers._run_order = list  # type: ignore[assignment]
-        with no_grad():
+        # And every convolution + batch norm as its two layers, also in a forward of
+        # a module's own (models.BasicBlock).
+        with no_grad(), containers.unfolded():
             model(x)
     finally:
         Module.__call__ = original_call  # type: ignore[method-assign]

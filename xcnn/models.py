@@ -24,6 +24,7 @@ from typing import Any
 from xcnn import backends, nn
 from xcnn.autograd import Tensor
 from xcnn.nn import functional as F
+from xcnn.nn.containers import conv_batchnorm
 from xcnn.ops import output_size
 
 __all__ = [
@@ -330,12 +331,14 @@ class BasicBlock(nn.Module):
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride, bias=False, rng=g, dtype=dtype),
                 nn.BatchNorm2d(out_channels, dtype=dtype),
-            )
+            ).fold_batchnorm(0)
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        # In eval mode without gradients each convolution + batch norm runs as one
+        # convolution (nn.containers.conv_batchnorm).
+        out = self.relu(conv_batchnorm(self.conv1, self.bn1, x))
+        out = conv_batchnorm(self.conv2, self.bn2, out)
         if self.se is not None:
             out = self.se(out)
         identity = x if self.downsample is None else self.downsample(x)
@@ -415,7 +418,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes, rng=g, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(conv_batchnorm(self.conv1, self.bn1, x))
         if self.maxpool is not None:
             x = self.maxpool(x)
         for stage in range(1, self.num_stages + 1):

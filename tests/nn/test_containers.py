@@ -352,6 +352,22 @@ def test_folded_pair_matches_the_two_layers(backend, rng, bias, affine):
     np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), rtol=1e-4, atol=1e-5)
 
 
+def test_no_fold_where_the_output_has_fewer_positions_than_a_filter_has_weights(backend, rng):
+    """3x3 over 3 channels: 27 weights per output channel. 2 images of 4x4 (32 output
+    positions) fold; 1 image of 5x5 (25) runs the two layers, with the same values."""
+    model, conv, bn, calls = _conv_bn(backend, rng)
+    model.eval()
+    for shape, folded in (((2, 3, 4, 4), True), ((1, 3, 5, 5), False)):
+        x = backend.asarray(rng.random(shape, dtype=np.float32))
+        calls.clear()
+        got = model(x)
+        assert calls == ([] if folded else [1])
+        want = _two_layers(conv, bn, x)
+        np.testing.assert_allclose(
+            backend.to_numpy(got), backend.to_numpy(want), rtol=1e-4, atol=1e-5
+        )
+
+
 def test_unfolded_runs_the_pair_as_its_two_layers_and_nests(backend, rng):
     model, conv, bn, calls = _conv_bn(backend, rng)
     x = backend.asarray(rng.random((2, 3, 6, 6), dtype=np.float32))

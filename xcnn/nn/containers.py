@@ -28,6 +28,7 @@ inside :func:`unfolded` (code that must see each layer's own output or weights).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -132,16 +133,53 @@ class _ConvBatchNormEval:
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
     def _fits(self, x: Any) -> bool:
-        """An input the two layers take without complaint (else they run, and raise)."""
+        """An input the two layers take without complaint (else they run, and raise),
+        and large enough for the fold to pay.
+
+        Folding reads and writes the weights (``O * C/groups * KH * KW`` values) where
+        the batch norm it replaces makes passes over the output (``N * O * OH * OW``):
+        with few output positions and many input channels (ResNet-18's last stages on
+        32x32 images, or one image at a time) it costs more than it saves. Measured on
+        ResNet-18, batch 32, 32x32: folding every pair was 0.86x to 0.95x the speed of
+        the unfolded layers.
+        """
         weight = self.conv.weight.data
         data = x.data if isinstance(x, Tensor) else x
-        return (
+        if not (
             type(data) is type(weight)
             and data.ndim == 4
             and data.shape[1] == self.conv.in_channels
             and data.dtype == weight.dtype
             and self.bn.num_features == self.conv.out_channels
-        )
+        ):
+            return False
+        n, _, h, w = (int(d) for d in data.shape)
+        positions = n * h * w // (self.conv.stride[0] * self.conv.stride[1])
+        return positions >= math.prod(weight.shape[1:])
+
+
+def conv_batchnorm(conv: Conv2d, bn: BatchNorm2d, x: Any) -> Any:
+    """``bn(conv(x))``, for a module's own ``forward``; folded as ``Sequential.fold_batchnorm``.
+
+    In eval mode without a gradient recorded (and outside :func:`unfolded`) the pair
+    runs as one convolution with the batch norm folded into its weights and bias;
+    otherwise, or when ``bn`` keeps no running statistics, as the two layers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xcnn
+    >>> from xcnn import nn
+    >>> conv, bn = nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2)
+    >>> x = np.ones((1, 1, 4, 4), dtype=np.float32)
+    >>> with xcnn.no_grad():
+    ...     y = nn.containers.conv_batchnorm(conv.eval(), bn.eval(), x)
+    >>> y.shape
+    (1, 2, 4, 4)
+    """
+    if not _folds(conv, bn):
+        return bn(conv(x))
+    return _ConvBatchNormEval(conv, bn, [conv, bn])(x)
 
 
 def fold_batchnorm_into_conv(conv: Conv2d, bn: BatchNorm2d) -> tuple[Any, Any]:
