@@ -305,10 +305,11 @@ def test_cache_and_skipped_gradients(backend, rng):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_dtype_namespace_and_non_contiguous_input(backend, rng, dtype):
+@pytest.mark.parametrize("kernel", [(3, 2), (3, 3)], ids=["wider_out", "size_keeping"])
+def test_dtype_namespace_and_non_contiguous_input(backend, rng, dtype, kernel):
     xp = backend.xp
     host_x = rng.standard_normal((2, 3, 6, 7)).astype(dtype)
-    host_w = rng.standard_normal((4, 3, 3, 2)).astype(dtype)
+    host_w = rng.standard_normal((4, 3, *kernel)).astype(dtype)
     x, w = backend.asarray(host_x), backend.asarray(host_w)
     strided_x = xp.permute_dims(
         backend.asarray(np.ascontiguousarray(host_x.transpose(0, 1, 3, 2))), (0, 1, 3, 2)
