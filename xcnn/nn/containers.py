@@ -21,7 +21,7 @@ the ReLU touches a quarter of the data (2x2 pooling).
 A third, chosen by the model rather than found by type: a ``Sequential`` told
 ``fold_batchnorm(i)`` runs its ``Conv2d`` at ``i`` and the ``BatchNorm2d`` at ``i + 1``,
 in eval mode with no gradient recorded, as one convolution whose weights and bias
-take in the normalisation (see :class:`_ConvBatchNormEval`). Training, and eval with
+take in the normalisation (see :func:`conv_batchnorm`). Training, and eval with
 a gradient (a saliency map), run the two layers as they are, and so does anything
 inside :func:`unfolded` (code that must see each layer's own output or weights).
 """
@@ -95,75 +95,34 @@ def _fused_layer(first: Module, second: Module | None) -> Linear | MaxPool2d | N
 
 
 class _ConvBatchNormEval:
-    """A ``Conv2d`` and the ``BatchNorm2d`` after it; in eval mode without a gradient, one
-    convolution with the batch norm folded into its weights and bias.
+    """A declared ``Conv2d`` + ``BatchNorm2d`` pair of a ``Sequential``, one step that runs
+    :func:`conv_batchnorm`."""
 
-    With ``s = gamma / sqrt(running_var + eps)`` per output channel::
-
-        bn(conv(x, W) + b) = conv(x, W * s) + (b - running_mean) * s + beta
-
-    so the batch norm's pass over the activations (and its output array) goes away;
-    the folded bias rides in the convolution's matmul. The fold is worked out again at
-    every call, from the layers' current arrays: it touches only the weights (about
-    ``1 / (N * OH * OW)`` of the convolution's work), and a fold kept between calls
-    would go stale without notice when an optimizer or ``load_state_dict`` changes a
-    weight or a running statistic in place. Values agree with the two layers run one
-    after the other to float rounding.
-    """
-
-    def __init__(self, conv: Conv2d, bn: BatchNorm2d, fallback: list[Module | _WithReLU]):
+    def __init__(self, conv: Conv2d, bn: BatchNorm2d):
         self.conv = conv
         self.bn = bn
-        self.fallback = fallback  # the two layers' own steps
 
     def __call__(self, x: Any) -> Any:
-        conv, bn = self.conv, self.bn
-        if (
-            conv.training
-            or bn.training
-            or not bn.track_running_stats
-            or is_grad_enabled()
-            or getattr(_folding, "off", False)
-            or not self._fits(x)
-        ):
-            for step in self.fallback:  # also what explains an unfitting input
-                x = step(x)
-            return x
-        weight, bias = fold_batchnorm_into_conv(conv, bn)
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-    def _fits(self, x: Any) -> bool:
-        """An input the two layers take without complaint (else they run, and raise),
-        and large enough for the fold to pay.
-
-        Folding reads and writes the weights (``O * C/groups * KH * KW`` values) where
-        the batch norm it replaces makes passes over the output (``N * O * OH * OW``):
-        with few output positions and many input channels (ResNet-18's last stages on
-        32x32 images, or one image at a time) it costs more than it saves. Measured on
-        ResNet-18, batch 32, 32x32: folding every pair was 0.86x to 0.95x the speed of
-        the unfolded layers.
-        """
-        weight = self.conv.weight.data
-        data = x.data if isinstance(x, Tensor) else x
-        if not (
-            type(data) is type(weight)
-            and data.ndim == 4
-            and data.shape[1] == self.conv.in_channels
-            and data.dtype == weight.dtype
-            and self.bn.num_features == self.conv.out_channels
-        ):
-            return False
-        n, _, h, w = (int(d) for d in data.shape)
-        positions = n * h * w // (self.conv.stride[0] * self.conv.stride[1])
-        return positions >= math.prod(weight.shape[1:])
+        return conv_batchnorm(self.conv, self.bn, x)
 
 
 def conv_batchnorm(conv: Conv2d, bn: BatchNorm2d, x: Any) -> Any:
     """``bn(conv(x))``, for a module's own ``forward``; folded as ``Sequential.fold_batchnorm``.
 
     In eval mode without a gradient recorded (and outside :func:`unfolded`) the pair
-    runs as one convolution with the batch norm folded into its weights and bias;
-    otherwise, or when ``bn`` keeps no running statistics, as the two layers.
+    runs as one convolution with the batch norm folded into its weights and bias.
+    With ``s = gamma / sqrt(running_var + eps)`` per output channel::
+
+        bn(conv(x, W) + b) = conv(x, W * s) + (b - running_mean) * s + beta
+
+    so the batch norm's pass over the activations (and its output array) goes away;
+    the folded bias rides in the convolution's matmul. The fold is worked out again at
+    every call, from the layers' current arrays: a fold kept between calls would go
+    stale without notice when an optimizer or ``load_state_dict`` changes a weight or
+    a running statistic in place. Values agree with the two layers run one after the
+    other to float rounding. Otherwise (training, a gradient wanted, a batch norm
+    without running statistics, or an input the fold does not pay for, see
+    :func:`_fold_pays`) the two layers run as they are.
 
     Examples
     --------
@@ -177,9 +136,42 @@ def conv_batchnorm(conv: Conv2d, bn: BatchNorm2d, x: Any) -> Any:
     >>> y.shape
     (1, 2, 4, 4)
     """
-    if not _folds(conv, bn):
-        return bn(conv(x))
-    return _ConvBatchNormEval(conv, bn, [conv, bn])(x)
+    if (
+        conv.training
+        or bn.training
+        or is_grad_enabled()
+        or getattr(_folding, "off", False)
+        or not _folds(conv, bn)
+        or not _fold_pays(conv, x)
+    ):
+        return bn(conv(x))  # also what explains an input the layers refuse
+    weight, bias = fold_batchnorm_into_conv(conv, bn)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _fold_pays(conv: Conv2d, x: Any) -> bool:
+    """An input the two layers take without complaint (else they run, and raise),
+    and large enough for the fold to pay.
+
+    Folding reads and writes the weights (``O * C/groups * KH * KW`` values) where
+    the batch norm it replaces makes passes over the output (``N * O * OH * OW``):
+    with few output positions and many input channels (ResNet-18's last stages on
+    32x32 images, or one image at a time) it costs more than it saves. Measured on
+    ResNet-18, batch 32, 32x32: folding every pair was 0.86x to 0.95x the speed of
+    the unfolded layers.
+    """
+    weight = conv.weight.data
+    data = x.data if isinstance(x, Tensor) else x
+    if not (
+        type(data) is type(weight)
+        and data.ndim == 4
+        and data.shape[1] == conv.in_channels
+        and data.dtype == weight.dtype
+    ):
+        return False
+    n, _, h, w = (int(d) for d in data.shape)
+    positions = n * h * w // (conv.stride[0] * conv.stride[1])
+    return positions >= math.prod(weight.shape[1:])
 
 
 def fold_batchnorm_into_conv(conv: Conv2d, bn: BatchNorm2d) -> tuple[Any, Any]:
@@ -232,8 +224,7 @@ def _run_order(
     i = 0
     while i < len(order):
         if i in folds and i + 1 < len(order) and _folds(order[i], order[i + 1]):
-            rest = _run_order(order[i + 1 : i + 2])
-            steps.append(_ConvBatchNormEval(order[i], order[i + 1], [order[i], *rest]))
+            steps.append(_ConvBatchNormEval(order[i], order[i + 1]))
             i += 2
             continue
         layer = _fused_layer(order[i], order[i + 1] if i + 1 < len(order) else None)

@@ -14,14 +14,13 @@ Backward consumes it: a second backward needs a new forward.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 from xcnn.autograd import Tensor
 from xcnn.autograd.grad_mode import enable_grad
 from xcnn.nn import functional as F
 from xcnn.nn.module import Module
-from xcnn.ops.loss import _check_reduction, _scale
+from xcnn.ops.loss import _check_cross_entropy_options, _check_reduction, _scale
 
 __all__ = ["CrossEntropyLoss", "MSELoss"]
 
@@ -140,17 +139,8 @@ class CrossEntropyLoss(_Loss):
     ):
         super().__init__()
         who = "CrossEntropyLoss"
-        self.reduction = _check_reduction(reduction, who)
-        if (
-            isinstance(label_smoothing, bool)
-            or not isinstance(label_smoothing, numbers.Real)
-            or not 0.0 <= float(label_smoothing) <= 1.0
-        ):
-            raise ValueError(f"{who}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-            raise TypeError(f"{who}: ignore_index must be an int, got {ignore_index!r}")
-        self.ignore_index = int(ignore_index)
-        self.label_smoothing = float(label_smoothing)
+        options = _check_cross_entropy_options(who, ignore_index, reduction, label_smoothing)
+        self.ignore_index, self.reduction, self.label_smoothing = options
         if weight is not None:
             if isinstance(weight, Tensor):
                 weight = weight.detach().data

@@ -122,6 +122,22 @@ def _check_reduction(reduction: Any, who: str) -> str:
     return reduction
 
 
+def _check_cross_entropy_options(
+    who: str, ignore_index: Any, reduction: Any, label_smoothing: Any
+) -> tuple[int, str, float]:
+    """``(ignore_index, reduction, label_smoothing)`` checked, as int, str and float."""
+    _check_reduction(reduction, who)
+    if (
+        isinstance(label_smoothing, bool)
+        or not isinstance(label_smoothing, numbers.Real)
+        or not 0.0 <= float(label_smoothing) <= 1.0
+    ):
+        raise ValueError(f"{who}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"{who}: ignore_index must be an int, got {ignore_index!r}")
+    return int(ignore_index), reduction, float(label_smoothing)
+
+
 def _check_cross_entropy(
     logits: Any,
     targets: Any,
@@ -137,15 +153,7 @@ def _check_cross_entropy(
     host sync per batch): a label out of range would otherwise give a silently wrong loss.
     """
     xp = _floating_namespace(logits, who, "logits")
-    _check_reduction(reduction, who)
-    if (
-        isinstance(label_smoothing, bool)
-        or not isinstance(label_smoothing, numbers.Real)
-        or not 0.0 <= float(label_smoothing) <= 1.0
-    ):
-        raise ValueError(f"{who}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"{who}: ignore_index must be an int, got {ignore_index!r}")
+    _check_cross_entropy_options(who, ignore_index, reduction, label_smoothing)
     try:
         array_namespace(targets)
     except TypeError:

@@ -145,26 +145,39 @@ class LRScheduler:
             parameter groups, or a value is invalid.
         """
         name = f"{type(self).__name__}.load_state_dict"
-        needed = ("last_epoch", "base_lrs", *self._hyperparameters)
-        missing = [key for key in needed if key not in state_dict]
-        if missing:
-            raise KeyError(f"{name}: missing entries {missing} (expected {list(needed)})")
-        base_lrs = [float(lr) for lr in state_dict["base_lrs"]]
-        if len(base_lrs) != len(self.optimizer.param_groups):
-            raise ValueError(
-                f"{name}: the optimizer has {len(self.optimizer.param_groups)} parameter "
-                f"group(s), the state dict has {len(base_lrs)} base learning rate(s)"
-            )
+        self._require(name, state_dict, ("last_epoch", "base_lrs", *self._hyperparameters))
+        base_lrs = self._rates(name, state_dict, "base_lrs", "base learning rate(s)")
         last_epoch = state_dict["last_epoch"]
         if isinstance(last_epoch, bool) or not isinstance(last_epoch, numbers.Integral):
             raise ValueError(f"{name}: last_epoch must be an int, got {last_epoch!r}")
+        self._load_hyperparameters(state_dict)
+        self.base_lrs = base_lrs
+        self.last_epoch = int(last_epoch)
+        self._apply()
+
+    @staticmethod
+    def _require(name: str, state_dict: dict[str, Any], needed: tuple[str, ...]) -> None:
+        """Raise a KeyError naming every entry of ``needed`` that ``state_dict`` lacks."""
+        missing = [key for key in needed if key not in state_dict]
+        if missing:
+            raise KeyError(f"{name}: missing entries {missing} (expected {list(needed)})")
+
+    def _rates(self, name: str, state_dict: dict[str, Any], key: str, what: str) -> list[float]:
+        """``state_dict[key]`` as floats, one per parameter group (else a ValueError)."""
+        rates = [float(lr) for lr in state_dict[key]]
+        if len(rates) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"{name}: the optimizer has {len(self.optimizer.param_groups)} parameter "
+                f"group(s), the state dict has {len(rates)} {what}"
+            )
+        return rates
+
+    def _load_hyperparameters(self, state_dict: dict[str, Any]) -> None:
+        """Validate the hyperparameters of ``state_dict``, then set them."""
         values = {key: state_dict[key] for key in self._hyperparameters}
         self._validate(values)
         for key, value in values.items():
             setattr(self, key, value)
-        self.base_lrs = base_lrs
-        self.last_epoch = int(last_epoch)
-        self._apply()
 
 
 class StepLR(LRScheduler):
@@ -682,19 +695,9 @@ class ReduceLROnPlateau(LRScheduler):
         """
         name = "ReduceLROnPlateau.load_state_dict"
         needed = ("last_epoch", "last_lr", *self._hyperparameters, *self._counters)
-        missing = [key for key in needed if key not in state_dict]
-        if missing:
-            raise KeyError(f"{name}: missing entries {missing} (expected {list(needed)})")
-        last_lr = [float(lr) for lr in state_dict["last_lr"]]
-        if len(last_lr) != len(self.optimizer.param_groups):
-            raise ValueError(
-                f"{name}: the optimizer has {len(self.optimizer.param_groups)} parameter "
-                f"group(s), the state dict has {len(last_lr)} learning rate(s)"
-            )
-        values = {key: state_dict[key] for key in self._hyperparameters}
-        self._validate(values)
-        for key, value in values.items():
-            setattr(self, key, value)
+        self._require(name, state_dict, needed)
+        last_lr = self._rates(name, state_dict, "last_lr", "learning rate(s)")
+        self._load_hyperparameters(state_dict)
         self.last_epoch = int(state_dict["last_epoch"])
         self.best = float(state_dict["best"])
         self.num_bad_epochs = int(state_dict["num_bad_epochs"])
